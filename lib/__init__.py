@@ -1,0 +1,1 @@
+"""Shared library: engine, table catalog and writer, configuration, CLI."""

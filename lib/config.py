@@ -1,0 +1,70 @@
+"""Reads the declarations in conf/: small code over data.
+
+Each ``conf/*.yaml`` file is one concern (tables, landing contract, pipeline
+settings, tags, gates, segments). ``Conf`` loads them lazily and caches them, so
+a DAG file or CLI that never touches a declaration never reads it.
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from portrait import REPO_ROOT
+
+CONF_ENV = "PORTRAIT_CONF"
+LAKE_ENV = "PORTRAIT_LAKE"
+DEFAULT_LAKE = "./lakehouse"
+
+
+class ConfError(ValueError):
+    """A declaration in conf/ is missing or malformed."""
+
+
+def default_conf_dir() -> Path:
+    return Path(os.environ.get(CONF_ENV) or REPO_ROOT / "conf")
+
+
+def default_lake() -> str:
+    return os.environ.get(LAKE_ENV) or DEFAULT_LAKE
+
+
+class Conf:
+    """All declarations of one conf directory."""
+
+    def __init__(self, conf_dir: str | Path | None = None):
+        self.dir = Path(conf_dir) if conf_dir else default_conf_dir()
+        if not self.dir.is_dir():
+            raise ConfError(f"conf directory {self.dir} does not exist")
+
+    def load(self, name: str) -> dict:
+        """Parse ``conf/{name}.yaml``; errors name the file."""
+        path = self.dir / f"{name}.yaml"
+        try:
+            with path.open(encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except FileNotFoundError:
+            raise ConfError(f"missing declaration file {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfError(f"{path} must hold a mapping at the top level")
+        return data
+
+    @cached_property
+    def tables(self) -> dict:
+        return self.load("tables")
+
+    @cached_property
+    def landing(self) -> dict:
+        return self.load("landing")
+
+    @cached_property
+    def pipeline(self) -> dict:
+        return self.load("pipeline")
+
+    @cached_property
+    def gates(self) -> dict:
+        return self.load("gates")

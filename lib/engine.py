@@ -1,0 +1,160 @@
+"""The one way every job gets a SparkSession.
+
+Three engines, one job code path (DataFrame API + SQL over Spark Connect):
+
+* ``sail`` (default): an embedded Sail Spark Connect server started in this
+  process (``pysail``): no JVM, no cluster.
+* ``remote``: any Spark Connect endpoint, ``sc://host:port`` (a Spark 4 cluster
+  with Delta, or a Sail cluster). Chosen by ``--remote`` or ``PORTRAIT_REMOTE``.
+* ``spark``: classic JVM Spark in local mode with delta-spark, opt-in with
+  ``--engine spark`` / ``PORTRAIT_ENGINE=spark``; it fetches the Delta jars from
+  Maven at start-up, so it only works where Maven is reachable.
+
+The session is a process-wide singleton: the CLI and Airflow tasks run several
+jobs in one process and pay the start-up once. ``stop()`` runs at exit and stops
+the client session *before* the in-process server (otherwise the process hangs
+on exit, see ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("sail", "remote", "spark")
+REMOTE_ENV = "PORTRAIT_REMOTE"
+ENGINE_ENV = "PORTRAIT_ENGINE"
+
+#: Session settings every engine gets: timestamps are handled in UTC and
+#: converted to the business time zone explicitly (see conf/pipeline.yaml).
+SESSION_CONF = {"spark.sql.session.timeZone": "UTC"}
+
+
+class EngineError(RuntimeError):
+    """The engine could not be started or reached."""
+
+
+@dataclass
+class _Running:
+    spark: object
+    engine: str
+    server: object | None = None  # the embedded Sail server, if we own one
+
+
+_lock = threading.Lock()
+_running: _Running | None = None
+
+
+def resolve_engine(engine: str | None = None, remote: str | None = None) -> tuple[str, str | None]:
+    """Decide which engine to use from arguments first, then the environment."""
+    remote = remote or os.environ.get(REMOTE_ENV) or None
+    engine = engine or os.environ.get(ENGINE_ENV) or ("remote" if remote else "sail")
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "remote":
+        if not remote:
+            raise EngineError(f"engine 'remote' needs --remote sc://host:port or {REMOTE_ENV}")
+        if not remote.startswith("sc://"):
+            raise EngineError(f"remote endpoint must look like sc://host:port, got {remote!r}")
+    return engine, remote
+
+
+def get_spark(engine: str | None = None, remote: str | None = None):
+    """Return the process's SparkSession, starting the engine on first use."""
+    global _running
+    with _lock:
+        if _running is not None:
+            return _running.spark
+        engine, remote = resolve_engine(engine, remote)
+        if engine == "sail":
+            _running = _start_sail()
+        elif engine == "remote":
+            _check_reachable(remote)
+            _running = _Running(_connect(remote), "remote")
+        else:
+            _running = _Running(_start_classic(), "spark")
+        atexit.register(stop)
+        log.info("engine %s ready", engine)
+        return _running.spark
+
+
+def current_engine() -> str | None:
+    """Name of the running engine, or None if none was started."""
+    return _running.engine if _running else None
+
+
+def stop() -> None:
+    """Stop the session, then the embedded server (in that order). Safe to call twice."""
+    global _running
+    with _lock:
+        running, _running = _running, None
+    if running is None:
+        return
+    try:
+        running.spark.stop()
+    finally:
+        if running.server is not None:
+            running.server.stop()
+
+
+def _connect(url: str):
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.remote(url)
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # grpc errors carry pages of detail; keep the cause
+        raise EngineError(f"cannot reach Spark Connect endpoint {url}: {exc}") from exc
+
+
+def _check_reachable(url: str, timeout_seconds: float = 10.0) -> None:
+    """Fail in seconds with the address, instead of the client's minutes of silent retries."""
+    host, _, port = url[len("sc://"):].split("/")[0].split(";")[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port or 15002)), timeout=timeout_seconds):
+            pass
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot reach Spark Connect endpoint {url}: {exc}") from None
+
+
+def _start_sail() -> _Running:
+    from pysail.spark import SparkConnectServer
+
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    server.start(background=True)
+    host, port = server.listening_address
+    try:
+        spark = _connect(f"sc://{host}:{port}")
+    except Exception:
+        server.stop()
+        raise
+    return _Running(spark, "sail", server)
+
+
+def _start_classic():
+    """Classic JVM Spark + delta-spark; needs Maven for the Delta jars."""
+    from delta import configure_spark_with_delta_pip
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.master(os.environ.get("PORTRAIT_SPARK_MASTER", "local[2]"))
+        .appName("portrait")
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.ui.enabled", "false")
+    )
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    try:
+        return configure_spark_with_delta_pip(builder).getOrCreate()
+    except Exception as exc:
+        raise EngineError(
+            f"classic Spark with Delta did not start (the Delta jars come from Maven): {exc}"
+        ) from exc

@@ -1,0 +1,205 @@
+"""The table catalog and the one writer every job goes through.
+
+Tables are declared in conf/tables.yaml. The writer refuses a DataFrame whose
+columns differ from the declaration (missing, extra or mistyped column, named in
+the error) and offers three modes:
+
+* ``append``    - add rows;
+* ``partition`` - replace exactly one run partition (``replaceWhere``);
+* ``upsert``    - ``MERGE INTO`` by key, optionally only where newer.
+
+It guards against what Sail 0.7.2 gets wrong (ARCHITECTURE.md):
+dynamic partition overwrite replaces the whole table, so only ``replaceWhere``
+is ever used; ``mergeSchema`` is ignored and unknown columns silently dropped,
+so the schema check runs before anything is written; and ``replaceWhere``
+does not refuse rows outside its predicate (they would replace the partition
+and land elsewhere), so the writer checks that every row belongs to the
+partition it replaces.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from portrait.lib.config import Conf
+
+log = logging.getLogger(__name__)
+
+MODES = ("append", "partition", "upsert")
+
+
+class SchemaMismatch(ValueError):
+    """A DataFrame does not match its table's declared columns."""
+
+
+class WriteRefused(ValueError):
+    """A write would break a table invariant; nothing was written."""
+
+
+def _normalise_type(type_name: str) -> str:
+    return re.sub(r"\s+", "", str(type_name)).lower().replace("long", "bigint").replace("integer", "int")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One declared table."""
+
+    name: str
+    layer: str
+    columns: dict[str, str]
+    description: str = ""
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    run_partition: str | None = None
+    newer_by: str | None = None
+    lake: str = "."
+
+    @property
+    def path(self) -> str:
+        layer, _, short = self.name.partition(".")
+        return str(Path(self.lake) / layer / short)
+
+    @property
+    def ddl(self) -> str:
+        return ", ".join(f"`{name}` {kind}" for name, kind in self.columns.items())
+
+    def check_schema(self, df) -> None:
+        """Refuse a DataFrame whose columns are not exactly the declared ones."""
+        actual = {f.name: _normalise_type(f.dataType.simpleString()) for f in df.schema.fields}
+        problems = []
+        for column, declared in self.columns.items():
+            if column not in actual:
+                problems.append(f"column '{column}' is missing (declared {declared})")
+            elif actual[column] != _normalise_type(declared):
+                problems.append(f"column '{column}' has type {actual[column]}, declared {declared}")
+        problems += [
+            f"column '{column}' is not declared in conf/tables.yaml" for column in actual if column not in self.columns
+        ]
+        if problems:
+            raise SchemaMismatch(f"table {self.name}: " + "; ".join(problems) + " - nothing was written")
+
+
+@dataclass
+class Catalog:
+    """The declared tables of one lake."""
+
+    lake: str
+    conf: Conf = field(default_factory=Conf)
+    declarations: dict | None = None
+
+    def __post_init__(self):
+        if self.declarations is None:
+            self.declarations = self.conf.tables
+
+    def spec(self, name: str) -> TableSpec:
+        try:
+            decl = self.declarations[name]
+        except KeyError:
+            raise KeyError(f"table {name!r} is not declared in conf/tables.yaml") from None
+        partition_by = tuple(decl.get("partition_by") or ())
+        return TableSpec(
+            name=name,
+            layer=name.split(".")[0],
+            columns=dict(decl["columns"]),
+            description=decl.get("description", ""),
+            partition_by=partition_by,
+            key=tuple(decl.get("key") or ()),
+            run_partition=decl.get("run_partition") or (partition_by[0] if partition_by else None),
+            newer_by=decl.get("newer_by"),
+            lake=self.lake,
+        )
+
+    def names(self) -> list[str]:
+        return list(self.declarations)
+
+    def exists(self, name: str) -> bool:
+        return (Path(self.spec(name).path) / "_delta_log").is_dir()
+
+    def read(self, spark, name: str, version: int | None = None):
+        """The table as a DataFrame; an empty one with the declared schema if never written."""
+        spec = self.spec(name)
+        if not self.exists(name):
+            return spark.createDataFrame([], spec.ddl)
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(spec.path)
+
+    # ----------------------------------------------------------------- writing
+
+    def write(self, spark, df, name: str, mode: str, partition_value: date | str | None = None) -> int:
+        """Write ``df`` to table ``name``; returns the table's new Delta version."""
+        if mode not in MODES:
+            raise ValueError(f"unknown write mode {mode!r}; choose one of {', '.join(MODES)}")
+        spec = self.spec(name)
+        spec.check_schema(df)
+        df = df.select(*[f"`{c}`" for c in spec.columns])  # declared order: Sail appends by position
+        self._ensure_table(spark, spec)
+        if mode == "append":
+            df.write.format("delta").mode("append").save(spec.path)
+        elif mode == "partition":
+            self._replace_partition(df, spec, partition_value)
+        else:
+            self._merge(spark, df, spec)
+        version = self.version(name)
+        log.info("wrote %s (%s%s) -> version %s", name, mode, f" {partition_value}" if partition_value else "", version)
+        return version
+
+    def _ensure_table(self, spark, spec: TableSpec) -> None:
+        """Create the empty table with its declared schema and partitioning on first write."""
+        if self.exists(spec.name):
+            return
+        writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        writer.save(spec.path)
+
+    def _replace_partition(self, df, spec: TableSpec, partition_value) -> None:
+        if not spec.run_partition:
+            raise WriteRefused(f"table {spec.name} has no partition column; use append or upsert")
+        if partition_value is None:
+            raise WriteRefused(f"replacing a partition of {spec.name} needs the {spec.run_partition} value")
+        value = date.fromisoformat(str(partition_value))
+        column = spec.run_partition
+        outside = df.where(f"`{column}` IS NULL OR `{column}` <> DATE'{value}'")
+        stray = outside.select(column).limit(3).collect()
+        if stray:
+            found = ", ".join(str(row[0]) for row in stray)
+            raise WriteRefused(
+                f"table {spec.name}: rows with {column} = {found} in a write that replaces "
+                f"{column} = {value}; nothing was written"
+            )
+        (
+            df.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"`{column}` = DATE'{value}'")
+            .save(spec.path)
+        )
+
+    def _merge(self, spark, df, spec: TableSpec) -> None:
+        if not spec.key:
+            raise WriteRefused(f"table {spec.name} declares no key; upsert needs one")
+        keys = ", ".join(f"`{k}`" for k in spec.key)
+        dupes = df.groupBy(*spec.key).count().where("count > 1").limit(3).collect()
+        if dupes:
+            sample = "; ".join(", ".join(str(row[k]) for k in spec.key) for row in dupes)
+            raise WriteRefused(f"table {spec.name}: key ({keys}) repeats in the rows to upsert (e.g. {sample})")
+        view = f"_portrait_upsert_{spec.name.replace('.', '_')}"
+        df.createOrReplaceTempView(view)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
+        newer = f" AND s.`{spec.newer_by}` >= t.`{spec.newer_by}`" if spec.newer_by else ""
+        spark.sql(
+            f"MERGE INTO delta.`{spec.path}` AS t USING {view} AS s ON {on} "
+            f"WHEN MATCHED{newer} THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        ).collect()
+        spark.catalog.dropTempView(view)
+
+    # ------------------------------------------------------------- maintenance
+
+    def version(self, name: str) -> int:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.spec(name).path).version()

@@ -1,0 +1,119 @@
+"""The engine: embedded Sail by default, any Spark Connect endpoint on request, JVM Spark opt-in."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from portrait.lib import engine
+
+PY = sys.executable
+
+
+def run_python(code: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-c", textwrap.dedent(code)], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_embedded_sail_answers_queries(spark):
+    assert engine.current_engine() == "sail"
+    assert spark.range(10).selectExpr("sum(id) AS total").first().total == 45
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+
+
+def test_process_exits_promptly_without_an_explicit_stop():
+    """Stopping the client before the in-process server is what lets the process exit."""
+    done = run_python(
+        """
+        from portrait.lib import engine
+        spark = engine.get_spark()
+        print(spark.range(3).count(), engine.current_engine())
+        """,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "sail"]
+
+
+def test_stop_then_start_again():
+    done = run_python(
+        """
+        from portrait.lib import engine
+        first = engine.get_spark(); first.range(1).count(); engine.stop(); engine.stop()
+        second = engine.get_spark(); print(second.range(2).count(), first is not second)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2", "True"]
+
+
+def test_remote_endpoint_from_environment():
+    """A separate Spark Connect server plays the cluster; the job process only connects to it."""
+    from pysail.spark import SparkConnectServer
+
+    server = SparkConnectServer(ip="127.0.0.1", port=0)
+    server.start(background=True)
+    try:
+        host, port = server.listening_address
+        done = run_python(
+            """
+            from portrait.lib import engine
+            spark = engine.get_spark()
+            print(engine.current_engine(), spark.range(5).count())
+            """,
+            env={engine.REMOTE_ENV: f"sc://{host}:{port}"},
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["remote", "5"]
+
+
+def test_unreachable_remote_is_one_clear_error():
+    done = run_python(
+        """
+        from portrait.lib import engine
+        try:
+            engine.get_spark(remote="sc://127.0.0.1:9")
+        except engine.EngineError as exc:
+            print(exc)
+        """,
+        timeout=60,
+    )
+    assert done.stdout.startswith("cannot reach Spark Connect endpoint sc://127.0.0.1:9"), done.stdout + done.stderr[-1000:]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"engine": "flink"}, "unknown engine 'flink'"),
+        ({"engine": "remote"}, "needs --remote"),
+        ({"remote": "http://host:15002"}, "must look like sc://host:port"),
+    ],
+)
+def test_engine_choice_errors(kwargs, message, monkeypatch):
+    monkeypatch.delenv(engine.REMOTE_ENV, raising=False)
+    monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
+    with pytest.raises(engine.EngineError, match=message):
+        engine.resolve_engine(**kwargs)
+
+
+def test_classic_jvm_spark_with_delta_where_maven_is_reachable(tmp_path):
+    """Opt-in engine. Its Delta jars come from Maven; where Maven is unreachable this skips."""
+    done = run_python(
+        f"""
+        from portrait.lib import engine
+        spark = engine.get_spark(engine="spark")
+        spark.range(3).write.format("delta").save({str(tmp_path / 't')!r})
+        print(spark.read.format("delta").load({str(tmp_path / 't')!r}).count())
+        """,
+        timeout=300,
+    )
+    if done.returncode != 0 and ("Maven" in done.stderr or "resolve" in done.stderr.lower() or "download" in done.stderr.lower()):
+        pytest.skip("classic Spark + delta-spark needs the Delta jars from Maven, which this machine cannot reach")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "3"

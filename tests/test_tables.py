@@ -1,0 +1,146 @@
+"""The one writer: its three modes, schema refusal, and the Sail hazards it guards against."""
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+
+from portrait.lib import maintenance
+from portrait.lib.tables import Catalog, SchemaMismatch, WriteRefused
+
+TOY = {
+    "test.visits": {
+        "description": "toy partitioned fact table",
+        "partition_by": ["dt"],
+        "key": ["visit_id"],
+        "columns": {"visit_id": "string", "user_id": "string", "amount": "double", "dt": "date"},
+    },
+    "test.people": {
+        "description": "toy latest-state table",
+        "partition_by": [],
+        "key": ["user_id"],
+        "newer_by": "updated_at",
+        "columns": {"user_id": "string", "name": "string", "updated_at": "timestamp"},
+    },
+}
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    return Catalog(str(tmp_path / "lake"), declarations=TOY)
+
+
+def visits(spark, rows):
+    df = spark.createDataFrame(rows, "visit_id string, user_id string, amount double, dt string")
+    return df.withColumn("dt", F.to_date("dt"))
+
+
+def people(spark, rows):
+    df = spark.createDataFrame(rows, "user_id string, name string, updated_at string")
+    return df.withColumn("updated_at", F.to_timestamp("updated_at"))
+
+
+def rows_of(catalog, spark, name):
+    return sorted(tuple(r) for r in catalog.read(spark, name).collect())
+
+
+def test_append_adds_rows_and_creates_partitioned_table(spark, catalog):
+    catalog.write(spark, visits(spark, [("v1", "u1", 10.0, "2026-07-01")]), "test.visits", "append")
+    catalog.write(spark, visits(spark, [("v2", "u2", 20.0, "2026-07-02")]), "test.visits", "append")
+    assert [r[0] for r in rows_of(catalog, spark, "test.visits")] == ["v1", "v2"]
+    assert DeltaTable(catalog.spec("test.visits").path).metadata().partition_columns == ["dt"]
+
+
+def test_rerunning_one_date_leaves_every_other_date_unchanged(spark, catalog):
+    """Sail ignores dynamic partition overwrite (a plain overwrite replaces the whole table)."""
+    for day in ("2026-07-01", "2026-07-02", "2026-07-03"):
+        catalog.write(spark, visits(spark, [(f"v-{day}", "u1", 1.0, day)]), "test.visits", "partition", day)
+    before = [r for r in rows_of(catalog, spark, "test.visits") if str(r[3]) != "2026-07-02"]
+    catalog.write(spark, visits(spark, [("redo-a", "u9", 5.0, "2026-07-02"), ("redo-b", "u9", 6.0, "2026-07-02")]), "test.visits", "partition", "2026-07-02")
+    after = rows_of(catalog, spark, "test.visits")
+    assert [r for r in after if str(r[3]) != "2026-07-02"] == before
+    assert sorted(r[0] for r in after if str(r[3]) == "2026-07-02") == ["redo-a", "redo-b"]
+
+
+def test_rerun_with_same_rows_is_idempotent(spark, catalog):
+    data = [("v1", "u1", 1.0, "2026-07-01"), ("v2", "u2", 2.0, "2026-07-01")]
+    catalog.write(spark, visits(spark, data), "test.visits", "partition", date(2026, 7, 1))
+    first = rows_of(catalog, spark, "test.visits")
+    catalog.write(spark, visits(spark, data), "test.visits", "partition", date(2026, 7, 1))
+    assert rows_of(catalog, spark, "test.visits") == first
+
+
+def test_partition_write_refuses_rows_of_another_date(spark, catalog):
+    """Sail's replaceWhere accepts rows outside its predicate; the writer must not."""
+    catalog.write(spark, visits(spark, [("keep", "u1", 1.0, "2026-07-01")]), "test.visits", "partition", "2026-07-01")
+    version = catalog.version("test.visits")
+    stray = visits(spark, [("ok", "u1", 1.0, "2026-07-02"), ("stray", "u1", 1.0, "2026-07-01")])
+    with pytest.raises(WriteRefused, match=r"dt = 2026-07-01 in a write that replaces dt = 2026-07-02"):
+        catalog.write(spark, stray, "test.visits", "partition", "2026-07-02")
+    assert catalog.version("test.visits") == version
+    assert [r[0] for r in rows_of(catalog, spark, "test.visits")] == ["keep"]
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).drop("amount"), "column 'amount' is missing (declared double)"),
+        (lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).withColumn("coupon", F.lit(1.0)), "column 'coupon' is not declared"),
+        (lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).withColumn("amount", F.col("amount").cast("string")), "column 'amount' has type string, declared double"),
+    ],
+    ids=["missing", "extra", "mistyped"],
+)
+def test_schema_drift_fails_loudly_and_writes_nothing(spark, catalog, frame, message):
+    """Sail ignores mergeSchema and silently drops unknown columns; the writer refuses first."""
+    catalog.write(spark, visits(spark, [("v0", "u0", 1.0, "2026-07-01")]), "test.visits", "append")
+    version = catalog.version("test.visits")
+    with pytest.raises(SchemaMismatch, match=re.escape(message)):
+        catalog.write(spark, frame(spark), "test.visits", "append")
+    assert catalog.version("test.visits") == version
+    assert DeltaTable(catalog.spec("test.visits").path).schema().to_arrow().names == ["visit_id", "user_id", "amount", "dt"]
+
+
+def test_upsert_updates_matching_keys_inserts_new_and_never_rolls_back(spark, catalog):
+    catalog.write(spark, people(spark, [("u1", "old", "2026-07-01 00:00:00"), ("u2", "two", "2026-07-01 00:00:00")]), "test.people", "upsert")
+    catalog.write(spark, people(spark, [("u1", "new", "2026-07-02 00:00:00"), ("u3", "three", "2026-07-02 00:00:00")]), "test.people", "upsert")
+    # a rerun of an older date must not overwrite the newer state
+    catalog.write(spark, people(spark, [("u1", "old", "2026-07-01 00:00:00")]), "test.people", "upsert")
+    assert [(r[0], r[1]) for r in rows_of(catalog, spark, "test.people")] == [("u1", "new"), ("u2", "two"), ("u3", "three")]
+
+
+def test_upsert_refuses_repeated_keys(spark, catalog):
+    twice = people(spark, [("u1", "a", "2026-07-01 00:00:00"), ("u1", "b", "2026-07-01 00:00:00")])
+    with pytest.raises(WriteRefused, match=r"key \(`user_id`\) repeats.*u1"):
+        catalog.write(spark, twice, "test.people", "upsert")
+
+
+def test_undeclared_table_and_unknown_mode_are_refused(spark, catalog):
+    with pytest.raises(KeyError, match="not declared"):
+        catalog.write(spark, visits(spark, []), "test.nope", "append")
+    with pytest.raises(ValueError, match="unknown write mode"):
+        catalog.write(spark, visits(spark, []), "test.visits", "overwrite")
+
+
+def test_reading_a_table_never_written_gives_its_declared_schema(spark, catalog):
+    df = catalog.read(spark, "test.visits")
+    assert df.columns == ["visit_id", "user_id", "amount", "dt"] and df.count() == 0
+
+
+def test_deltalake_reads_what_the_engine_wrote_and_maintains_it(spark, catalog):
+    for day in ("2026-07-01", "2026-07-02"):
+        catalog.write(spark, visits(spark, [(f"v-{day}", "u1", 2.5, day)]), "test.visits", "partition", day)
+    table = DeltaTable(catalog.spec("test.visits").path)
+    frame = table.to_pandas().sort_values("visit_id")
+    assert list(frame["visit_id"]) == ["v-2026-07-01", "v-2026-07-02"]
+    assert list(frame["amount"]) == [2.5, 2.5]
+    assert [c["operation"] for c in maintenance.history(catalog, "test.visits")][:1] == ["WRITE"]
+    maintenance.compact(catalog, "test.visits")
+    maintenance.vacuum(catalog, "test.visits", retention_hours=0)
+    assert sorted(DeltaTable(catalog.spec("test.visits").path).to_pandas()["visit_id"]) == ["v-2026-07-01", "v-2026-07-02"]
+    # time travel to the first write and a restore
+    assert catalog.read(spark, "test.visits", version=1).count() == 1
+    maintenance.restore(catalog, "test.visits", 1)
+    assert [r[0] for r in rows_of(catalog, spark, "test.visits")] == ["v-2026-07-01"]
