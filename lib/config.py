@@ -1,7 +1,8 @@
 """Reads the declarations in conf/: small code over data.
 
-Each ``conf/*.yaml`` file is one concern (tables, landing contract, pipeline
-settings, tags, gates, segments). ``Conf`` loads them lazily and caches them, so
+Each ``conf/*.yaml`` file is one concern (landing contract, pipeline
+settings, tags, segments); declarations with one entry per table (tables,
+gates) are folders with one file per layer. ``Conf`` loads them lazily and caches them, so
 a DAG file or CLI that never touches a declaration never reads it.
 """
 from __future__ import annotations
@@ -53,9 +54,23 @@ class Conf:
             raise ConfError(f"{path} must hold a mapping at the top level")
         return data
 
+    def load_dir(self, name: str) -> dict:
+        """Merge ``conf/{name}/*.yaml``: one file per layer, each entry declared once."""
+        folder = self.dir / name
+        files = sorted(folder.glob("*.yaml"))
+        if not files:
+            raise ConfError(f"no declarations in {folder}/*.yaml")
+        merged: dict = {}
+        for path in files:
+            for entry, declaration in self.load(f"{name}/{path.stem}").items():
+                if entry in merged:
+                    raise ConfError(f"{entry} is declared twice in {folder} (again in {path.name})")
+                merged[entry] = declaration
+        return merged
+
     @cached_property
     def tables(self) -> dict:
-        return self.load("tables")
+        return self.load_dir("tables")
 
     @cached_property
     def landing(self) -> dict:
@@ -67,4 +82,7 @@ class Conf:
 
     @cached_property
     def gates(self) -> dict:
-        return self.load("gates")
+        merged = self.load_dir("gates") if (self.dir / "gates").is_dir() else {}
+        if (self.dir / "gates.yaml").is_file():  # TODO(lead): move into conf/gates/ when the gates module lands
+            merged.update(self.load("gates"))
+        return merged

@@ -1,0 +1,200 @@
+"""The ``portrait`` command: generate, run, rerun, show, tables.
+
+Errors are one clear line on stderr and a non-zero exit (1 for data or gate
+failures, 2 for usage), never a stack trace; ``--debug`` shows the trace.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date, timedelta
+
+from portrait.lib.config import ConfError, default_lake
+
+log = logging.getLogger("portrait")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--lake", default=default_lake(), help="lakehouse root (default: %(default)s, env PORTRAIT_LAKE)")
+    shared.add_argument("--conf", default=None, help="conf directory (default: the repo's conf/, env PORTRAIT_CONF)")
+    shared.add_argument("--debug", action="store_true", help="show stack traces and engine logs")
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--engine", choices=["sail", "remote", "spark"], default=None, help="engine (default: embedded sail, env PORTRAIT_ENGINE)")
+    engine.add_argument("--remote", default=None, help="Spark Connect URL sc://host:port (env PORTRAIT_REMOTE)")
+
+    parser = argparse.ArgumentParser(prog="portrait", description="User-profile (用户画像) lakehouse jobs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", parents=[shared], help="write a synthetic landing zone")
+    generate.add_argument("--users", type=int, default=2000)
+    generate.add_argument("--days", type=int, default=60)
+    generate.add_argument("--end", type=_date, default=date(2026, 9, 30), help="last landing date (default: %(default)s)")
+    generate.add_argument("--seed", type=int, default=7)
+
+    run = commands.add_parser("run", parents=[shared, engine], help="run the daily pipeline for a date or a range")
+    run.add_argument("--date", type=_date, required=True)
+    run.add_argument("--until", type=_date, default=None, help="last date of a range (inclusive)")
+    run.add_argument("--from", dest="from_stage", default=None, help="start at this stage (default: the first)")
+
+    rerun = commands.add_parser("rerun", parents=[shared, engine], help="redo one date from a stage (on-call)")
+    rerun.add_argument("--date", type=_date, required=True)
+    rerun.add_argument("--from", dest="from_stage", default=None)
+
+    show = commands.add_parser("show", parents=[shared, engine], help="print a user's latest profile as JSON")
+    show.add_argument("user_id", nargs="?")
+    show.add_argument("--sample", action="store_true", help="show some user with orders")
+    show.add_argument("--date", type=_date, default=None)
+
+    bench = commands.add_parser("bench", parents=[shared], help="time the daily run at a given size, per stage")
+    bench.add_argument("--users", type=int, default=100_000)
+    bench.add_argument("--days", type=int, default=90)
+    bench.add_argument("--end", type=_date, default=date(2026, 9, 30))
+    bench.add_argument("--seed", type=int, default=7)
+    bench.add_argument("--engine", choices=["sail", "spark"], default="sail")
+    bench.add_argument("--json", dest="json_path", default=None, help="also write the figures here (default: {lake}/bench.json)")
+
+    tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
+    tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for people; the trace with --debug
+        if args.debug:
+            raise
+        print(f"portrait {args.command}: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text if "\n" not in text or isinstance(exc, ConfError) else text.splitlines()[0] + " (…; --debug for all)"
+
+
+def _conf(args):
+    from portrait.lib.config import Conf
+
+    return Conf(args.conf)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+
+
+def cmd_generate(args) -> int:
+    from portrait.lib.generate import generate
+
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        summary = generate(args.lake, users=args.users, days=args.days, seed=args.seed, end_date=args.end, conf_dir=args.conf, progress=progress)
+    print(summary)
+    return 0
+
+
+def _dates(first: date, last: date | None) -> list[date]:
+    last = last or first
+    if last < first:
+        raise ValueError(f"--until {last} is before --date {first}")
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def cmd_run(args) -> int:
+    from portrait.lib import engine
+    from portrait.lib.pipeline import RunContext, run_stage, stages_from
+
+    conf = _conf(args)
+    stages = stages_from(args.from_stage)
+    spark = engine.get_spark(args.engine, args.remote)
+    dates = _dates(args.date, getattr(args, "until", None))
+    with _progress() as bar:
+        task = bar.add_task("daily run", total=len(dates) * len(stages))
+        for dt in dates:
+            for stage in stages:
+                bar.update(task, description=f"{dt} {stage}")
+                ctx = RunContext(spark, args.lake, dt, conf)
+                result = run_stage(ctx, stage)
+                bar.advance(task)
+                _report(bar.console, result)
+    return 0
+
+
+def _report(console, result) -> None:
+    console.print(f"[bold]{result.dt} {result.stage}[/] published {len(result.versions)} tables in {result.seconds:.1f}s")
+    for row in result.notes.get("reconciliation", []):
+        mark = "ok" if row["balanced"] else "[red]UNBALANCED[/]"
+        console.print(
+            f"  {row['source']:<10} input {row['input_records']:>9,} = accepted {row['accepted']:>9,}"
+            f" + quarantined {row['quarantined']:>7,} + duplicates {row['duplicates']:>7,}  {mark}"
+        )
+
+
+def cmd_show(args) -> int:
+    from portrait.lib import engine
+    from portrait.lib.profile import read_profile
+
+    spark = engine.get_spark(args.engine, args.remote)
+    profile = read_profile(spark, args.lake, _conf(args), args.user_id, sample=args.sample, dt=args.date)
+    print(json.dumps(profile, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from portrait.lib.bench import bench, render
+
+    lake = args.lake if args.lake != default_lake() else f"bench-lake/u{args.users}-d{args.days}-s{args.seed}"
+    report = bench(lake, args.users, args.days, args.end, args.seed, args.engine, _conf(args), console=Console(stderr=True))
+    print(render(report))
+    out = Path(args.json_path or Path(lake) / "bench.json")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"figures written to {out}")
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from portrait.lib import maintenance
+    from portrait.lib.tables import Catalog
+
+    catalog = Catalog(args.lake, _conf(args))
+    if args.history:
+        for commit in maintenance.history(catalog, args.history):
+            print(json.dumps({k: commit.get(k) for k in ("version", "timestamp", "operation", "operationParameters")}, default=str))
+        return 0
+    for name in catalog.names():
+        version = catalog.version(name) if catalog.exists(name) else "-"
+        print(f"{name:<28} v{version!s:<5} {catalog.spec(name).path}")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "bench": cmd_bench, "tables": cmd_tables}
+
+if __name__ == "__main__":
+    sys.exit(main())
