@@ -82,7 +82,4 @@ class Conf:
 
     @cached_property
     def gates(self) -> dict:
-        merged = self.load_dir("gates") if (self.dir / "gates").is_dir() else {}
-        if (self.dir / "gates.yaml").is_file():  # TODO(lead): move into conf/gates/ when the gates module lands
-            merged.update(self.load("gates"))
-        return merged
+        return self.load_dir("gates")

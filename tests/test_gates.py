@@ -1,0 +1,380 @@
+"""Quality gates: declared expectations run by real Great Expectations on the real engine."""
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime, timezone
+
+import pytest
+import yaml
+
+from portrait import REPO_ROOT
+from portrait.lib import gates
+from portrait.lib.config import Conf, ConfError
+from portrait.lib.gates import GateFailed, check, record, run_gate
+from portrait.lib.tables import Catalog
+
+DT = date(2026, 7, 1)
+CONF = Conf(REPO_ROOT / "conf")
+
+
+def utc(*parts) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)
+
+
+#: One valid row per table; tests change what they are about.
+BASE = {
+    "silver.orders": dict(
+        order_id="o1", user_id="u1", ts=utc(2026, 7, 1, 3), amount=45.0, coupon_amount=0.0, item_count=1,
+        address_id="a1", product_line="salad", status="paid", dt=DT, landing_dt=DT,
+    ),
+    "silver.order_items": dict(
+        order_id="o1", line_no=1, user_id="u1", sku="salad-fruit-1", category="fruit", qty=1, price=45.0, dt=DT, landing_dt=DT,
+    ),
+    "silver.events": dict(
+        event_id="e1", user_id="u1", anonymous=False, device_id="d1", event_type="view", ts=utc(2026, 7, 1, 3),
+        product_line="salad", category="fruit", sku="salad-fruit-1", item_id=None, order_id=None, rating=None,
+        wait_minutes=None, refund_amount=None, seconds=None, dt=DT, landing_dt=DT,
+    ),
+    "ops.reconciliation": dict(
+        source="events", input_records=100, accepted=95, quarantined=5, duplicates=0, balanced=True, dt=DT,
+    ),
+}
+
+
+def frame(spark, table, *changes, conf=CONF):
+    """A DataFrame with the declared schema of ``table``: one row per change of its BASE row."""
+    columns = conf.tables[table]["columns"]
+    rows = [tuple({**BASE[table], **change}[c] for c in columns) for change in changes]
+    return spark.createDataFrame(rows, ", ".join(f"`{c}` {t}" for c, t in columns.items()))
+
+
+def failure_message(reports) -> str:
+    with pytest.raises(GateFailed) as caught:
+        check(reports)
+    return str(caught.value)
+
+
+def conf_with(tmp_path, gates_doc=None, **clean) -> Conf:
+    """A copy of the repo's conf with other gates and/or changed clean settings."""
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf_dir)
+    if gates_doc is not None:
+        shutil.rmtree(conf_dir / "gates", ignore_errors=True)
+        (conf_dir / "gates").mkdir()
+        (conf_dir / "gates" / "test.yaml").write_text(yaml.safe_dump(gates_doc, allow_unicode=True))
+    if clean:
+        pipeline = yaml.safe_load((conf_dir / "pipeline.yaml").read_text())
+        pipeline["clean"].update(clean)
+        (conf_dir / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, allow_unicode=True))
+    return Conf(conf_dir)
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+def test_every_declared_gate_matches_the_declared_tables():
+    assert gates.check_declarations(CONF) == []
+    for table in CONF.gates:
+        assert table in CONF.tables, f"{table} is gated but not declared in conf/tables"
+        declared = CONF.tables[table]["columns"]
+        for check_ in gates.table_checks(CONF, table, DT):
+            assert set(check_.columns) <= set(declared), check_.where
+    wanted = {"silver.events", "silver.orders", "silver.order_items", "silver.users", "silver.addresses",
+              "silver.device_map", "ops.reconciliation"}
+    assert wanted <= set(CONF.gates)
+
+
+def test_check_declarations_names_each_problem(tmp_path):
+    conf = conf_with(tmp_path, {
+        "silver.nope": [{"expectation": "expect_column_values_to_not_be_null", "column": "x"}],
+        "silver.orders": [
+            {"expectation": "expect_column_values_to_not_be_null", "column": "order_nr"},
+            {"expectation": "row_condition", "name": "paid_positive", "columns": ["status"], "condition": "status <> 'paid' OR amount > 0"},
+        ],
+    })
+    problems = "\n".join(gates.check_declarations(conf))
+    assert "silver.nope: gates a table that is not declared" in problems
+    assert "silver.orders[1] (expect_column_values_to_not_be_null order_nr): order_nr not among the columns" in problems
+    assert "silver.orders[2] (row_condition paid_positive): its condition reads amount; list them in `columns:`" in problems
+
+
+def test_conf_references_resolve_from_other_declarations():
+    landing = yaml.safe_load((REPO_ROOT / "conf" / "landing.yaml").read_text())
+    assert gates.resolve_reference(CONF, "landing.sources.events.fields.event_type.values") == landing["sources"]["events"]["fields"]["event_type"]["values"]
+    assert gates.resolve_reference(CONF, "tables.silver.orders.key") == ["order_id"]  # keys with dots
+    assert gates.resolve_reference(CONF, "pipeline.clean.test_account_channels.0") == "internal_test"
+    ratio = gates.resolve_reference(CONF, "pipeline.clean.max_quarantine_ratio")
+    assert isinstance(ratio, float) and 0 < ratio < 1
+    with pytest.raises(ConfError, match=r"pipeline.clean has no key 'max_ratio'"):
+        gates.resolve_reference(CONF, "pipeline.clean.max_ratio")
+
+
+def test_declared_gates_are_resolved_for_the_run_date():
+    assert gates.run_date_values(CONF, DT) == {
+        "dt": "2026-07-01", "dt_start": "2026-06-30 16:00:00", "dt_end": "2026-07-01 16:00:00", "tz": "Asia/Shanghai",
+    }
+    checks = {(c.expectation, c.label): c for c in gates.table_checks(CONF, "silver.events", DT)}
+    in_set = checks[("expect_column_values_to_be_in_set", "event_type")]
+    assert "app_open" in in_set.kwargs["value_set"] and "hover" not in in_set.kwargs["value_set"]
+    ts_rule = checks[("row_condition", "ts_not_after_landing_day")].kwargs["unexpected_rows_query"]
+    assert "timestamp '2026-07-01 16:00:00' + INTERVAL 60 MINUTES" in ts_rule and "{batch}" in ts_rule
+    users = {c.label: c for c in gates.table_checks(CONF, "silver.users", DT)}
+    assert "channel NOT IN ('internal_test')" in users["no_test_accounts"].kwargs["unexpected_rows_query"]
+
+
+# --------------------------------------------------------------------------- passing data
+
+
+def test_clean_rows_pass_every_declared_gate(spark):
+    reports = [
+        run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "amount": 0.0, "status": "refunded"}), DT),
+        run_gate(spark, "silver.order_items", frame(spark, "silver.order_items", {}, {"line_no": 2}), DT),
+        run_gate(spark, "silver.events", frame(spark, "silver.events", {}, {
+            # anonymous, at the edge of the future tolerance (17:00Z = 01:00 on 07-02 in Shanghai), a review
+            "event_id": "e2", "user_id": None, "anonymous": True, "ts": utc(2026, 7, 1, 17), "dt": date(2026, 7, 2),
+            "event_type": "review", "rating": 5,
+        }), DT),
+        run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}, {"source": "orders", "input_records": 0, "accepted": 0, "quarantined": 0}), DT),
+    ]
+    for report in reports:
+        assert report.success, report.summary()
+        assert report.rows == 2 and report.failures() == [] and report.warnings() == []
+        assert report.summary().startswith(f"gate {report.table.split('.')[0]} passed for 2026-07-01 on {report.table}")
+    check(reports)  # does not raise
+
+
+# --------------------------------------------------------------------------- failing data, one kind each
+
+
+def test_null_key_fails_naming_table_expectation_and_column(spark):
+    df = frame(spark, "silver.orders", {}, {"order_id": None})
+    message = failure_message([run_gate(spark, "silver.orders", df, DT)])
+    assert message.startswith("gate silver failed for 2026-07-01: silver.orders: expect_column_values_to_not_be_null(order_id) observed 1 unexpected (50%) of 2 rows")
+
+
+def test_duplicate_key_fails(spark):
+    report = run_gate(spark, "silver.events", frame(spark, "silver.events", {}, {}, {"event_id": "e2"}), DT, gate_name="clean")
+    assert [(f.expectation, f.column) for f in report.failures()] == [("expect_column_values_to_be_unique", "event_id")]
+    message = failure_message([report])
+    assert "gate clean failed for 2026-07-01: silver.events: expect_column_values_to_be_unique(event_id) observed 2 unexpected" in message
+    assert "e.g. e1, e1" in message
+
+
+def test_duplicate_compound_key_fails(spark):
+    report = run_gate(spark, "silver.order_items", frame(spark, "silver.order_items", {}, {}), DT)
+    assert "silver.order_items: expect_compound_columns_to_be_unique(order_id,line_no) observed 2 unexpected" in failure_message([report])
+
+
+def test_negative_amount_fails_and_quotes_the_value(spark):
+    report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "amount": -5.0}), DT)
+    assert not report.success
+    assert "silver.orders: expect_column_values_to_be_between(amount) observed 1 unexpected (50%) of 2 rows, e.g. -5.0" in failure_message([report])
+
+
+def test_value_outside_its_declared_set_fails(spark):
+    report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "status": "lost"}), DT)
+    assert "silver.orders: expect_column_values_to_be_in_set(status) observed 1 unexpected (50%) of 2 rows, e.g. lost" in failure_message([report])
+
+
+def test_row_condition_violation_fails_and_shows_the_row(spark):
+    late = {"event_id": "e2", "ts": utc(2026, 7, 1, 17, 0, 1), "dt": date(2026, 7, 2)}  # one second past the tolerance
+    report = run_gate(spark, "silver.events", frame(spark, "silver.events", {}, late), DT)
+    assert [(f.expectation, f.column) for f in report.failures()] == [("row_condition", "ts_not_after_landing_day")]
+    message = failure_message([report])
+    assert "silver.events: row_condition(ts_not_after_landing_day) observed 1 unexpected row (50%) of 2 rows, e.g. (ts=2026-07-01 17:00:01" in message
+
+
+def test_quarantine_ratio_above_the_conf_threshold_fails(spark, tmp_path):
+    conf = conf_with(tmp_path, max_quarantine_ratio=0.05)
+    at_limit = frame(spark, "ops.reconciliation", {"quarantined": 5, "accepted": 95})
+    assert run_gate(spark, "ops.reconciliation", at_limit, DT, conf).success
+    above = frame(spark, "ops.reconciliation", {"quarantined": 6, "accepted": 94}, {"source": "orders"})
+    report = run_gate(spark, "ops.reconciliation", above, DT, conf, gate_name="clean")
+    message = failure_message([report])
+    assert message.startswith(
+        "gate clean failed for 2026-07-01: ops.reconciliation: row_condition(quarantine_ratio_within_limit) "
+        "observed 1 unexpected row (50%) of 2 rows, e.g. (source=events, input_records=100, quarantined=6)"
+    )
+    lenient = conf_with(tmp_path / "lenient", max_quarantine_ratio=0.1)  # the threshold comes from conf
+    assert run_gate(spark, "ops.reconciliation", above, DT, lenient).success
+
+
+def test_unbalanced_reconciliation_fails(spark):
+    report = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {"balanced": False}), DT)
+    assert "ops.reconciliation: expect_column_values_to_be_in_set(balanced) observed 1 unexpected (100%) of 1 rows, e.g. False" in failure_message([report])
+
+
+def test_every_failure_is_listed_and_the_first_line_stands_alone(spark):
+    orders = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {"amount": -1.0, "status": "lost"}), DT, gate_name="clean")
+    events = run_gate(spark, "silver.events", frame(spark, "silver.events", {"event_type": "hover"}), DT, gate_name="clean")
+    recon = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="clean")
+    with pytest.raises(GateFailed) as caught:
+        check([orders, events, recon])
+    first, *rest = str(caught.value).splitlines()
+    assert first.startswith("gate clean failed for 2026-07-01: silver.orders: expect_column_values_to_be_between(amount)") and first.endswith("(+2 more)")
+    assert [line.split(" observed")[0].strip() for line in rest] == [
+        "silver.orders: expect_column_values_to_be_between(amount)",
+        "silver.orders: expect_column_values_to_be_in_set(status)",
+        "silver.events: expect_column_values_to_be_in_set(event_type)",
+    ]
+    assert caught.value.reports == [orders, events, recon] and caught.value.failed == [orders, events]
+
+
+def test_warning_severity_is_recorded_but_does_not_block(spark):
+    report = run_gate(spark, "silver.events", frame(spark, "silver.events", {"event_type": "review", "rating": 9}), DT)
+    assert report.success and report.failures() == []
+    assert [(w.expectation, w.column) for w in report.warnings()] == [("expect_column_values_to_be_between", "rating")]
+    assert "[warning]" in report.summary()
+    row = next(r for r in report.to_rows() if r["column_name"] == "rating")
+    assert row["success"] is False and row["observed"].startswith("[warning] 1 unexpected")
+    check([report])
+
+
+def test_a_rule_that_cannot_be_evaluated_is_a_failure_with_the_error(spark, tmp_path):
+    conf = conf_with(tmp_path, {"silver.orders": [
+        {"expectation": "row_condition", "name": "broken", "columns": [], "condition": "no_such_column > 0"},
+    ]})
+    report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}), DT, conf)
+    (failure,) = report.failures()
+    assert failure.column == "broken" and failure.observed.startswith("error: ")
+
+
+# --------------------------------------------------------------------------- conf syntax and errors
+
+
+def test_mapping_references_and_class_names_in_gate_entries(spark, tmp_path):
+    conf = conf_with(tmp_path, {"ops.reconciliation": [
+        {"expectation": "ExpectColumnValuesToBeBetween", "column": "accepted", "min_value": 0,
+         "max_value": {"conf": "pipeline.clean.bot_events_per_device_per_day"}},
+        {"expectation": "expect_column_values_to_be_in_set", "column": "source", "value_set": {"conf": "tables.silver.orders.key"}},
+    ]}, bot_events_per_device_per_day=95)
+    checks = gates.table_checks(conf, "ops.reconciliation", DT)
+    assert checks[0].expectation == "expect_column_values_to_be_between" and checks[0].kwargs["max_value"] == 95
+    assert checks[1].kwargs["value_set"] == ["order_id"]
+    report = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {"accepted": 96, "source": "order_id"}), DT, conf)
+    assert [(f.expectation, f.column) for f in report.failures()] == [("expect_column_values_to_be_between", "accepted")]
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"expectation": "expect_column_values_to_be_positive", "column": "amount"},
+         r"conf/gates silver.orders\[1\] \(expect_column_values_to_be_positive\): unknown expectation 'expect_column_values_to_be_positive'; did you mean"),
+        ({"expectation": "expect_column_values_to_be_between", "column": "amount", "min_val": 0},
+         r"silver.orders\[1\] \(expect_column_values_to_be_between amount\): invalid arguments for ExpectColumnValuesToBeBetween: .*min_val"),
+        ({"expectation": "expect_column_values_to_be_in_set", "column": "status", "value_set": {"conf": "landing.sources.orders.fields.state.values"}},
+         r"silver.orders\[1\] \(expect_column_values_to_be_in_set\): conf reference .*fields has no key 'state'"),
+        ({"expectation": "row_condition", "columns": ["ts"], "condition": "ts < now()"},
+         r"silver.orders\[1\] \(row_condition\): a row_condition needs a `name:`"),
+        ({"expectation": "row_condition", "name": "x", "columns": ["ts"], "condition": "ts < timestamp '{dt_stop}'"},
+         r"silver.orders\[1\] \(row_condition\): unknown placeholder \{dt_stop\}"),
+    ],
+)
+def test_bad_gate_entries_are_conf_errors_naming_the_entry(spark, tmp_path, entry, message):
+    conf = conf_with(tmp_path, {"silver.orders": [entry]})
+    with pytest.raises(ConfError, match=message):
+        run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}), DT, conf)
+
+
+def test_a_column_missing_from_the_data_is_a_conf_error(spark, tmp_path):
+    conf = conf_with(tmp_path, {"silver.orders": [{"expectation": "expect_column_values_to_not_be_null", "column": "order_nr"}]})
+    with pytest.raises(ConfError, match=r"silver.orders\[1\] \(expect_column_values_to_not_be_null order_nr\): column order_nr is not in the data"):
+        run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}), DT, conf)
+
+
+def test_an_ungated_table_is_a_conf_error(spark):
+    with pytest.raises(ConfError, match="no gate is declared for silver.nothing"):
+        run_gate(spark, "silver.nothing", frame(spark, "silver.orders", {}), DT)
+
+
+def test_repeated_entries_need_a_name(tmp_path):
+    entry = {"expectation": "expect_column_values_to_not_be_null", "column": "amount"}
+    conf = conf_with(tmp_path, {"silver.orders": [entry, entry]})
+    with pytest.raises(ConfError, match=r"silver.orders\[2\].*repeats entry 1"):
+        gates.table_checks(conf, "silver.orders", DT)
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def stored(spark, catalog, dt=DT):
+    return sorted(tuple(r) for r in catalog.read(spark, "ops.gate_results").where(f"dt = DATE'{dt}'").collect())
+
+
+def test_record_is_idempotent_and_keeps_other_gates_and_dates(spark, tmp_path):
+    catalog = Catalog(str(tmp_path / "lake"), CONF)
+    orders = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {"amount": -1.0}), DT, gate_name="clean")
+    recon = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="clean")
+    record(spark, catalog, [orders, recon], DT)
+    first = stored(spark, catalog)
+    assert len(first) == len(orders.results) + len(recon.results)
+    record(spark, catalog, [orders, recon], DT)  # the same reports again: the same rows
+    assert stored(spark, catalog) == first
+
+    # another gate on the same date and another date are kept when the stage reruns
+    other_gate = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="profile")
+    record(spark, catalog, [other_gate], DT)
+    next_day = date(2026, 7, 2)
+    record(spark, catalog, [run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {"dt": next_day}), next_day, gate_name="clean")], next_day)
+    day2 = stored(spark, catalog, next_day)
+
+    rerun = [run_gate(spark, "silver.orders", frame(spark, "silver.orders", {"amount": -1.0}), DT, gate_name="clean"),
+             run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="clean")]
+    record(spark, catalog, rerun, DT)
+    without_time = lambda rows: sorted(r[:6] + r[7:] for r in rows)  # noqa: E731 - checked_at is when it ran
+    rows = stored(spark, catalog)
+    assert without_time([r for r in rows if r[0] == "clean"]) == without_time(first)
+    assert [r for r in rows if r[0] == "profile"] == sorted(tuple(d.values()) for d in _stored_form(other_gate))
+    assert stored(spark, catalog, next_day) == day2
+    failed = {(r[1], r[2], r[3]) for r in rows if not r[5]}
+    assert failed == {("silver.orders", "expect_column_values_to_be_between", "amount")}
+
+
+def _stored_form(report):
+    """to_rows() as they read back: PySpark returns timestamps as naive local-time datetimes."""
+    return [{**row, "checked_at": row["checked_at"].astimezone().replace(tzinfo=None)} for row in report.to_rows()]
+
+
+def test_record_drops_findings_of_expectations_no_longer_declared(spark, tmp_path):
+    catalog = Catalog(str(tmp_path / "lake"), CONF)
+    df = frame(spark, "ops.reconciliation", {})
+    record(spark, catalog, [run_gate(spark, "ops.reconciliation", df, DT, gate_name="clean")], DT)
+    fewer = conf_with(tmp_path, {"ops.reconciliation": [{"expectation": "expect_column_values_to_not_be_null", "column": "source"}]})
+    record(spark, catalog, [run_gate(spark, "ops.reconciliation", df, DT, fewer, gate_name="clean")], DT)
+    assert [(r[2], r[3]) for r in stored(spark, catalog)] == [("expect_column_values_to_not_be_null", "source")]
+
+
+def test_record_refuses_reports_of_another_date(spark, tmp_path):
+    catalog = Catalog(str(tmp_path / "lake"), CONF)
+    report = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT)
+    with pytest.raises(ValueError, match="record\\(\\) for 2026-07-02 got reports of 2026-07-01"):
+        record(spark, catalog, [report], date(2026, 7, 2))
+    assert record(spark, catalog, [], DT) is None and not catalog.exists("ops.gate_results")
+
+
+# --------------------------------------------------------------------------- GX plumbing
+
+
+def test_gx_context_is_created_once_and_leaves_no_temp_view(spark):
+    run_gate(spark, "silver.events", frame(spark, "silver.events", {}), DT)
+    state = gates._state
+    run_gate(spark, "silver.events", frame(spark, "silver.events", {}), DT)
+    assert gates._state is state and state.spark is spark
+    assert [t.name for t in spark.catalog.listTables() if t.isTemporary and t.name.startswith(("tmp_view", "_portrait_gate"))] == []
+
+
+def test_an_empty_run_passes(spark):
+    report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}).limit(0), DT)
+    assert report.success and report.rows == 0
+    assert report.results[0].observed == "0 unexpected of 0 rows"
+
+
+def test_data_docs_render_to_the_lake(spark, tmp_path):
+    df = frame(spark, "silver.orders", {}, {"order_id": "o2", "amount": -5.0})
+    index = gates.render_data_docs(spark, {"silver.orders": df}, DT, gates.data_docs_dir(str(tmp_path / "lake")))
+    assert index == str(tmp_path / "lake" / "ops" / "data_docs" / "index.html")
+    pages = list((tmp_path / "lake" / "ops" / "data_docs" / "validations" / "silver" / "orders").rglob("*.html"))
+    assert len(pages) == 1
+    page = pages[0].read_text()
+    assert "Failed" in page and "amount" in page and "values must be greater than or equal to" in page
+    assert [t.name for t in spark.catalog.listTables() if t.isTemporary and t.name == "tmp_view"] == []
