@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 DEMO_LAKE ?= demo-lake
 DEMO_USERS ?= 2000
-DEMO_DAYS ?= 60
+DEMO_START ?= 2026-09-01
 DEMO_END ?= 2026-09-30
+DEMO_DAYS ?= 30
+# DEMO_DAYS days end at DEMO_END; the history is cleaned up to the day before.
+DEMO_HISTORY_END ?= 2026-09-29
 
 .PHONY: install demo test lock clean
 
@@ -21,8 +24,11 @@ $(VENV)/.installed: requirements.lock setup.py
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
+# A month of landing data; the days before the last are cleaned (the history a
+# daily run finds), then the whole pipeline runs for the last day.
 demo: install
 	$(BIN)/portrait generate --users $(DEMO_USERS) --days $(DEMO_DAYS) --end $(DEMO_END) --lake $(DEMO_LAKE) --seed 7
+	$(BIN)/portrait run --date $(DEMO_START) --until $(DEMO_HISTORY_END) --to clean --lake $(DEMO_LAKE)
 	$(BIN)/portrait run --date $(DEMO_END) --lake $(DEMO_LAKE)
 	$(BIN)/portrait show --sample --lake $(DEMO_LAKE)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import date, timedelta
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--date", type=_date, required=True)
     run.add_argument("--until", type=_date, default=None, help="last date of a range (inclusive)")
     run.add_argument("--from", dest="from_stage", default=None, help="start at this stage (default: the first)")
+    run.add_argument("--to", dest="to_stage", default=None, help="stop after this stage (default: the last)")
 
     rerun = commands.add_parser("rerun", parents=[shared, engine], help="redo one date from a stage (on-call)")
     rerun.add_argument("--date", type=_date, required=True)
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        os.environ.setdefault("RUST_LOG", "info")
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -125,10 +129,10 @@ def _dates(first: date, last: date | None) -> list[date]:
 
 def cmd_run(args) -> int:
     from portrait.lib import engine
-    from portrait.lib.pipeline import RunContext, run_stage, stages_from
+    from portrait.lib.pipeline import RunContext, run_stage, stages_between
 
     conf = _conf(args)
-    stages = stages_from(args.from_stage)
+    stages = stages_between(args.from_stage, getattr(args, "to_stage", None))
     spark = engine.get_spark(args.engine, args.remote)
     dates = _dates(args.date, getattr(args, "until", None))
     with _progress() as bar:
@@ -148,8 +152,9 @@ def _report(console, result) -> None:
     for row in result.notes.get("reconciliation", []):
         mark = "ok" if row["balanced"] else "[red]UNBALANCED[/]"
         console.print(
-            f"  {row['source']:<10} input {row['input_records']:>9,} = accepted {row['accepted']:>9,}"
-            f" + quarantined {row['quarantined']:>7,} + duplicates {row['duplicates']:>7,}  {mark}"
+            f"  {row['source']:<9} in {row['input_records']:>9,} = ok {row['accepted']:>9,}"
+            f" + quar {row['quarantined']:>6,} + dup {row['duplicates']:>6,} {mark}",
+            soft_wrap=True,
         )
 
 

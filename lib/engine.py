@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def stop() -> None:
 
 
 def _connect(url: str):
+    # pyspark 4.2 warns on every import that it is not yet tested with pandas 3; the pin is deliberate.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.remote(url)
@@ -125,6 +128,8 @@ def _check_reachable(url: str, timeout_seconds: float = 10.0) -> None:
 
 
 def _start_sail() -> _Running:
+    # The engine logs every session at INFO; keep its errors only (RUST_LOG=info to see more).
+    os.environ.setdefault("RUST_LOG", "error")
     from pysail.spark import SparkConnectServer
 
     server = SparkConnectServer(ip="127.0.0.1", port=0)

@@ -36,6 +36,11 @@ class Stage:
 #: its ``after``). Plain data, no imports of jobs: the DAG file reads it at parse time.
 STAGES: tuple[Stage, ...] = (
     Stage("clean", "portrait.jobs.clean:run", "landing zone -> silver tables + quarantine"),
+    Stage("consumption", "portrait.jobs.subprofiles:run_consumption", "silver -> profile.consumption (lifecycle, spend windows, VIP, RFM)", after=("clean",)),
+    Stage("behavior", "portrait.jobs.subprofiles:run_behavior", "silver -> profile.behavior (activity, app opens, reviews, hours)", after=("clean",)),
+    Stage("interest", "portrait.jobs.subprofiles:run_interest", "silver -> profile.interest (decayed category weights, top-N)", after=("clean",)),
+    Stage("social", "portrait.jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)),
+    Stage("product_line", "portrait.jobs.subprofiles:run_product_line", "silver -> profile.product_line (usage, intensity, status per line)", after=("clean",)),
 )
 
 
@@ -94,29 +99,178 @@ class StageResult:
 
 
 def publish(ctx: RunContext, stage: str, outputs: list[Output]) -> dict[str, int]:
-    """Stage, audit, then publish ``outputs``; raises ``GateFailed`` before publishing anything."""
+    """Stage, audit, then publish ``outputs``; raises ``GateFailed`` before publishing anything.
+
+    The three steps are the functions below; the Airflow DAG runs each as its own task.
+    """
+    write_staged(ctx, stage, outputs)
+    audit_staged(ctx, stage)
+    return publish_staged(ctx, stage)
+
+
+# --------------------------------------------------------------------------- write, audit, publish as steps
+#
+# The staged copy of a stage lives on the lake, so the three steps can run in
+# different processes (one Airflow task each): {lake}/_staging/{stage}/{dt}/
+# holds tables/ (the staged Delta tables), _scratch/ and manifest.json, which
+# records what to publish and how, and the audit verdict together with the
+# staged table versions it was given for. publish_staged publishes only a copy
+# whose audit passed and that has not changed since.
+
+MANIFEST = "manifest.json"
+
+
+class StagingError(RuntimeError):
+    """A staged copy is missing, was not audited, failed its audit or changed after it."""
+
+
+def stage_named(name: str) -> Stage:
+    stage = next((s for s in STAGES if s.name == name), None)
+    if stage is None:
+        raise KeyError(f"unknown stage {name!r}; stages are {', '.join(stage_names())}")
+    return stage
+
+
+def _staging(ctx: RunContext) -> Catalog:
+    return Catalog(str(ctx.staging_dir / "tables"), ctx.conf)
+
+
+def _save_manifest(ctx: RunContext, manifest: dict) -> None:
+    import json
+
+    path = ctx.staging_dir / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_manifest(ctx: RunContext, stage: str) -> dict:
+    """The manifest of ``stage``'s staged copy for ``ctx.dt``; StagingError if there is none."""
+    import json
+
+    ctx.stage = stage
+    path = ctx.staging_dir / MANIFEST
+    if not path.is_file():
+        raise StagingError(f"stage {stage} has no staged copy for {ctx.dt} ({path}); run its build step first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def build_staged(ctx: RunContext, stage_name: str) -> dict:
+    """Write: run the stage's job for ``ctx.dt`` and write its outputs to the staging copy only."""
+    stage = stage_named(stage_name)
+    module_name, function_name = stage.entry_point.split(":")
+    job = getattr(importlib.import_module(module_name), function_name)
+    ctx.stage = stage.name
+    shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+    started = time.perf_counter()
+    manifest = write_staged(ctx, stage.name, job(ctx))
+    log.info("stage %s for %s staged %s in %.1fs", stage.name, ctx.dt, manifest["staged_versions"], time.perf_counter() - started)
+    return manifest
+
+
+def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
+    """Write ``outputs`` to the staging copy and its manifest (nothing is audited or published)."""
+    ctx.stage = stage
+    staging = _staging(ctx)
+    shutil.rmtree(staging.lake, ignore_errors=True)
+    (ctx.staging_dir / MANIFEST).unlink(missing_ok=True)
+    staged = {}
+    for output in outputs:
+        staged[output.table] = staging.write(ctx.spark, output.df, output.table, "append")
+    manifest = {
+        "stage": stage,
+        "dt": str(ctx.dt),
+        "outputs": [
+            {"table": o.table, "mode": o.mode, "partition_value": None if o.partition_value is None else str(o.partition_value)}
+            for o in outputs
+        ],
+        "staged_versions": staged,
+        "notes": ctx.notes,
+        "audit": None,
+    }
+    _save_manifest(ctx, manifest)
+    return manifest
+
+
+def audit_staged(ctx: RunContext, stage: str) -> list:
+    """Audit: run the gate on the staged copy, record it in ops.gate_results, raise GateFailed if it fails."""
+    from datetime import datetime, timezone
+
     from portrait.lib import gates
 
-    staging = Catalog(str(ctx.staging_dir / "tables"), ctx.conf)
-    shutil.rmtree(staging.lake, ignore_errors=True)
-    for output in outputs:
-        staging.write(ctx.spark, output.df, output.table, "append")
+    manifest = load_manifest(ctx, stage)
+    staging = _staging(ctx)
     declared = ctx.conf.gates
+    tables = [o["table"] for o in manifest["outputs"]]
     reports = [
-        gates.run_gate(ctx.spark, output.table, staging.read(ctx.spark, output.table), ctx.dt, ctx.conf, gate_name=stage)
-        for output in outputs
-        if output.table in declared
+        gates.run_gate(ctx.spark, table, staging.read(ctx.spark, table), ctx.dt, ctx.conf, gate_name=stage)
+        for table in tables
+        if table in declared
     ]
     gates.record(ctx.spark, ctx.catalog, reports, ctx.dt)
+    manifest["audit"] = {
+        "passed": all(report.success for report in reports),
+        "staged_versions": {table: staging.version(table) for table in dict.fromkeys(tables)},
+        "gated_tables": [report.table for report in reports],
+        "checked_at": datetime.now(timezone.utc).isoformat(),
+    }
+    _save_manifest(ctx, manifest)
     gates.check(reports)
-    versions = {
-        output.table: ctx.catalog.write(
-            ctx.spark, staging.read(ctx.spark, output.table), output.table, output.mode, output.partition_value
+    return reports
+
+
+def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
+    """Publish: write the audited staged copy to the published tables, then drop the copy."""
+    manifest = load_manifest(ctx, stage)
+    audit = manifest.get("audit")
+    if not audit:
+        raise StagingError(f"stage {stage} for {ctx.dt}: the staged copy was not audited; run its gate step first")
+    if not audit["passed"]:
+        raise StagingError(f"stage {stage} for {ctx.dt}: the staged copy failed its gate (see ops.gate_results); nothing published")
+    staging = _staging(ctx)
+    current = {table: staging.version(table) for table in audit["staged_versions"]}
+    if current != audit["staged_versions"]:
+        raise StagingError(
+            f"stage {stage} for {ctx.dt}: the staged copy changed after its audit "
+            f"({audit['staged_versions']} audited, {current} now); run the gate step again"
         )
-        for output in outputs
+    versions = {
+        output["table"]: ctx.catalog.write(
+            ctx.spark, staging.read(ctx.spark, output["table"]), output["table"], output["mode"], output["partition_value"]
+        )
+        for output in manifest["outputs"]
     }
     shutil.rmtree(ctx.staging_dir, ignore_errors=True)
     return versions
+
+
+TASK_FAILURES = "ops.task_failures"
+_ARROW_TYPES = {"string": "string", "bigint": "int64", "int": "int32", "double": "float64", "boolean": "bool_", "date": "date32"}
+
+
+def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
+    """Append one row to ops.task_failures; returns the table's new version.
+
+    Written with delta-rs (``deltalake``) in the declared schema, not through
+    the engine: failure callbacks must work when the engine is what failed, and
+    Airflow may run them outside the task process.
+    """
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    spec = Catalog(lake, conf).spec(TASK_FAILURES)
+    fields = []
+    for name, kind in spec.columns.items():
+        kind = str(kind).strip().lower()
+        fields.append(pa.field(name, pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, _ARROW_TYPES[kind])()))
+    schema = pa.schema(fields)
+    unknown = sorted(set(row) - set(spec.columns))
+    if unknown:
+        raise ValueError(f"{TASK_FAILURES} has no column {', '.join(unknown)}")
+    table = pa.Table.from_pylist([{name: row.get(name) for name in spec.columns}], schema=schema)
+    write_deltalake(spec.path, table, mode="append", partition_by=list(spec.partition_by) or None)
+    return Catalog(lake, conf).version(TASK_FAILURES)
 
 
 def run_stage(ctx: RunContext, stage_name: str) -> StageResult:
@@ -136,11 +290,14 @@ def run_stage(ctx: RunContext, stage_name: str) -> StageResult:
     return StageResult(stage.name, ctx.dt, seconds, versions, dict(ctx.notes))
 
 
-def stages_from(first: str | None = None) -> list[str]:
-    """Stage names from ``first`` (inclusive) to the end; all of them when None."""
+def stages_between(first: str | None = None, last: str | None = None) -> list[str]:
+    """Stage names from ``first`` to ``last`` (both inclusive; None means the ends)."""
     names = stage_names()
-    if first is None:
-        return names
-    if first not in names:
-        raise KeyError(f"unknown stage {first!r}; stages are {', '.join(names)}")
-    return names[names.index(first):]
+    for name in (first, last):
+        if name is not None and name not in names:
+            raise KeyError(f"unknown stage {name!r}; stages are {', '.join(names)}")
+    start = names.index(first) if first else 0
+    stop = names.index(last) + 1 if last else len(names)
+    if start >= stop:
+        raise ValueError(f"stage {first!r} comes after {last!r}")
+    return names[start:stop]
