@@ -85,7 +85,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
         rate = round((rows_in or rows_out) / result.seconds, 1) if result.seconds else None
         figures.append(StageFigures(stage, round(result.seconds, 2), rows_in, rows_out, rate, peak_rss_mb()))
         if console:
-            console.print(_row(figures[-1]))
+            console.print(_row(figures[-1]), soft_wrap=True)
     total = round(sum(f.seconds for f in figures), 2)
     return {
         "users": users,

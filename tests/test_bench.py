@@ -1,0 +1,33 @@
+"""The benchmark command at a small size, so it cannot rot (the large figures live in the README)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_small_bench_prints_and_writes_figures_per_stage(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "portrait.lib.cli", "bench", "--users", "300", "--days", "4",
+         "--lake", str(tmp_path / "lake"), "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    from portrait.lib.pipeline import stage_names
+
+    assert [s["stage"] for s in report["stages"]] == stage_names()
+    clean = report["stages"][0]
+    assert clean["rows_in"] > 300 and clean["rows_out"] > 0 and clean["seconds"] > 0
+    assert all(s["rows_out"] >= 0 and s["peak_rss_mb"] > 100 for s in report["stages"])
+    assert report["total_seconds"] >= sum(s["seconds"] for s in report["stages"]) - 0.05
+    assert "total" in done.stdout and "clean" in done.stdout
+    # a second run reuses the landing zone and the cleaned history
+    again = subprocess.run(
+        [sys.executable, "-m", "portrait.lib.cli", "bench", "--users", "300", "--days", "4",
+         "--lake", str(tmp_path / "lake"), "--json", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(out.read_text())["generate_seconds"] < 1.0
