@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
     tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
+
+    rollback = commands.add_parser("rollback", parents=[shared], help="restore a table to an earlier Delta version (on-call)")
+    rollback.add_argument("table", help="declared table name, e.g. silver.orders")
+    rollback.add_argument("--version", type=int, required=True, help="the version to restore (see `portrait tables --history TABLE`)")
     return parser
 
 
@@ -199,7 +203,21 @@ def cmd_tables(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "bench": cmd_bench, "tables": cmd_tables}
+def cmd_rollback(args) -> int:
+    """Restore TABLE to --version as a new commit (history is kept, so a rollback can be rolled back)."""
+    from portrait.lib import maintenance
+    from portrait.lib.tables import Catalog
+
+    catalog = Catalog(args.lake, _conf(args))
+    before = catalog.version(args.table) if catalog.exists(args.table) else None
+    if before is not None and not 0 <= args.version < before:
+        raise ValueError(f"{args.table} is at version {before}; restore one of 0..{before - 1}")
+    maintenance.restore(catalog, args.table, args.version)
+    print(f"{args.table}: restored version {args.version} as version {catalog.version(args.table)} (was {before})")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "bench": cmd_bench, "tables": cmd_tables, "rollback": cmd_rollback}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,7 +131,8 @@ def stage_named(name: str) -> Stage:
     return stage
 
 
-def _staging(ctx: RunContext) -> Catalog:
+def staging_catalog(ctx: RunContext) -> Catalog:
+    """The staged copy of ``ctx.stage`` for ``ctx.dt``, as a catalog of the declared tables."""
     return Catalog(str(ctx.staging_dir / "tables"), ctx.conf)
 
 
@@ -172,7 +173,7 @@ def build_staged(ctx: RunContext, stage_name: str) -> dict:
 def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
     """Write ``outputs`` to the staging copy and its manifest (nothing is audited or published)."""
     ctx.stage = stage
-    staging = _staging(ctx)
+    staging = staging_catalog(ctx)
     shutil.rmtree(staging.lake, ignore_errors=True)
     (ctx.staging_dir / MANIFEST).unlink(missing_ok=True)
     staged = {}
@@ -200,7 +201,7 @@ def audit_staged(ctx: RunContext, stage: str) -> list:
     from portrait.lib import gates
 
     manifest = load_manifest(ctx, stage)
-    staging = _staging(ctx)
+    staging = staging_catalog(ctx)
     declared = ctx.conf.gates
     tables = [o["table"] for o in manifest["outputs"]]
     reports = [
@@ -228,7 +229,7 @@ def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
         raise StagingError(f"stage {stage} for {ctx.dt}: the staged copy was not audited; run its gate step first")
     if not audit["passed"]:
         raise StagingError(f"stage {stage} for {ctx.dt}: the staged copy failed its gate (see ops.gate_results); nothing published")
-    staging = _staging(ctx)
+    staging = staging_catalog(ctx)
     current = {table: staging.version(table) for table in audit["staged_versions"]}
     if current != audit["staged_versions"]:
         raise StagingError(
