@@ -25,11 +25,18 @@ $(VENV)/.installed: requirements.lock setup.py
 	touch $@
 
 # A month of landing data; the days before the last are cleaned (the history a
-# daily run finds), then the whole pipeline runs for the last day.
+# daily run finds), then the Airflow DAG runs the whole pipeline for the last
+# day (`airflow dags test`: real Airflow, SQLite metadata DB under the lake).
+DEMO_AIRFLOW = AIRFLOW_HOME=$(abspath $(DEMO_LAKE))/airflow AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags PORTRAIT_LAKE=$(abspath $(DEMO_LAKE))
+
 demo: install
 	$(BIN)/portrait generate --users $(DEMO_USERS) --days $(DEMO_DAYS) --end $(DEMO_END) --lake $(DEMO_LAKE) --seed 7
 	$(BIN)/portrait run --date $(DEMO_START) --until $(DEMO_HISTORY_END) --to clean --lake $(DEMO_LAKE)
-	$(BIN)/portrait run --date $(DEMO_END) --lake $(DEMO_LAKE)
+	$(DEMO_AIRFLOW) $(BIN)/airflow db migrate > /dev/null
+	$(DEMO_AIRFLOW) PATH=$(abspath $(BIN)):$$PATH $(BIN)/airflow dags test portrait_daily $(DEMO_END) > $(DEMO_LAKE)/airflow-dags-test.log 2>&1 \
+		|| (tail -40 $(DEMO_LAKE)/airflow-dags-test.log; exit 1)
+	@grep -E "DagRun Finished|state=" $(DEMO_LAKE)/airflow-dags-test.log | tail -1
 	$(BIN)/portrait show --sample --lake $(DEMO_LAKE)
 
 test: install

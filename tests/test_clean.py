@@ -219,7 +219,7 @@ def test_failed_gate_leaves_published_versions_unchanged(spark, lake, tmp_path):
     clean(spark, lake, good, DAY1)
     catalog = Catalog(str(lake), good)
     versions = {name: DeltaTable(catalog.spec(name).path).version() for name in SILVER}
-    strict = make_conf(tmp_path / "strict", max_quarantine_ratio=0.0)
+    strict = make_conf(tmp_path / "strict", max_quarantine_ratio=0.0, quarantine_allowance=0)
     with pytest.raises(GateFailed):
         clean(spark, lake, strict, DAY2)
     assert {name: DeltaTable(catalog.spec(name).path).version() for name in SILVER} == versions

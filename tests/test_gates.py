@@ -185,7 +185,7 @@ def test_row_condition_violation_fails_and_shows_the_row(spark):
 
 
 def test_quarantine_ratio_above_the_conf_threshold_fails(spark, tmp_path):
-    conf = conf_with(tmp_path, max_quarantine_ratio=0.05)
+    conf = conf_with(tmp_path, max_quarantine_ratio=0.05, quarantine_allowance=0)
     at_limit = frame(spark, "ops.reconciliation", {"quarantined": 5, "accepted": 95})
     assert run_gate(spark, "ops.reconciliation", at_limit, DT, conf).success
     above = frame(spark, "ops.reconciliation", {"quarantined": 6, "accepted": 94}, {"source": "orders"})
@@ -193,9 +193,14 @@ def test_quarantine_ratio_above_the_conf_threshold_fails(spark, tmp_path):
     message = failure_message([report])
     assert message.startswith(
         "gate clean failed for 2026-07-01: ops.reconciliation: row_condition(quarantine_ratio_within_limit) "
-        "observed 1 unexpected row (50%) of 2 rows, e.g. (source=events, input_records=100, quarantined=6)"
+        "observed 1 unexpected row (50%) of 2 rows, e.g. (source=events, input_records=100, accepted=94, quarantined=6)"
     )
-    lenient = conf_with(tmp_path / "lenient", max_quarantine_ratio=0.1)  # the threshold comes from conf
+    lenient = conf_with(tmp_path / "lenient", max_quarantine_ratio=0.1, quarantine_allowance=0)  # the threshold comes from conf
+    assert run_gate(spark, "ops.reconciliation", above, DT, lenient).success
+    small_batches = conf_with(tmp_path / "small", max_quarantine_ratio=0.05, quarantine_allowance=10)  # a few bad lines are noise
+    assert run_gate(spark, "ops.reconciliation", above, DT, small_batches).success
+    mostly_bad = frame(spark, "ops.reconciliation", {"input_records": 9, "quarantined": 6, "accepted": 3})
+    assert not run_gate(spark, "ops.reconciliation", mostly_bad, DT, small_batches).success
     assert run_gate(spark, "ops.reconciliation", above, DT, lenient).success
 
 
