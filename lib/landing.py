@@ -5,6 +5,7 @@ came from and its line number, so a quarantined record can be found again.
 """
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from functools import reduce
 from pathlib import Path
@@ -43,6 +44,9 @@ def read_raw_lines(spark, lake: str | Path, source: str, dt: date | str) -> Data
 
 
 def _numbered_lines(spark, path: Path) -> DataFrame:
+    # Line numbers run over the whole file, so the window has no partition on
+    # purpose; pyspark's warning about that is noise here.
+    warnings.filterwarnings("ignore", message=".*No Partition Defined for Window", category=UserWarning)
     order = Window.orderBy(F.monotonically_increasing_id())
     return spark.read.text(str(path)).select(
         F.lit(str(path)).alias("source_file"),

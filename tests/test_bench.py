@@ -31,3 +31,17 @@ def test_small_bench_prints_and_writes_figures_per_stage(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(out.read_text())["generate_seconds"] < 1.0
+    # and the lake it leaves holds profiles `portrait show` can print
+    shown = subprocess.run(
+        [sys.executable, "-m", "portrait.lib.cli", "show", "--sample", "--lake", str(tmp_path / "lake")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    profile = json.loads(shown.stdout)
+    assert profile["快照日期"] == report["date"] and profile["ID"].startswith("u")
+    assert {"性别", "社会属性", "消费", "行为", "产品线"} <= set(profile)
+    missing = subprocess.run(
+        [sys.executable, "-m", "portrait.lib.cli", "show", "nobody", "--lake", str(tmp_path / "lake")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert missing.returncode == 1 and missing.stderr.strip() == f"portrait show: ProfileNotFound: user nobody has no profile on {report['date']}"
