@@ -1,8 +1,11 @@
 """Behavior sub-profile (行为画像): activity, app opens, logins, reviews, refunds, waits, hours.
 
-One ``groupBy(user_id)`` over the user's events in the activity lookback: every
-figure is a conditional aggregate, the hour-of-day histogram included (24
-conditional counts), so preferred hours cost no second shuffle.
+Two aggregations instead of one with distinct counts: events are first summed
+per user and business day (one row per active day), then per user, where an
+active-day count is a plain conditional count of day rows and every other
+figure a conditional sum. (Five conditional ``count_distinct`` in one
+``groupBy`` were 15 times slower on Sail 0.7.2.) Preferred hours come from a
+third, small aggregation over the hours window.
 """
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ from datetime import date
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from portrait.lib.facts.common import count_in, days_between, first_match, first_n, snapshot_date, sorted_by, with_days_ago, zero_if_missing
+from portrait.lib.facts.common import DAYS_AGO, DayWindow, count_in, days_between, first_match, first_n, ratio, snapshot_date, sorted_by, sum_in, with_days_ago, zero_if_missing
 from portrait.lib.facts.dictionary import TagDictionary
 
-HOURS_OF_DAY = range(24)
+HOUR_TYPE = "array<struct<hour:int,events:bigint>>"
 
 
 def behavior(users: DataFrame, events: DataFrame, snapshot_dt: date, tags: TagDictionary, time_zone: str) -> DataFrame:
@@ -24,44 +27,50 @@ def behavior(users: DataFrame, events: DataFrame, snapshot_dt: date, tags: TagDi
     events: user_id, dt, ts, event_type, rating, wait_minutes - events known on D,
             anonymous ones attributed where a later login allows (unattributed ones are ignored)
     """
-    max_bad_rating = tags.threshold("bad_reviews", "max_rating")
+    events = with_days_ago(events.where(F.col("user_id").isNotNull()), snapshot_dt, tags.window_of("last_active_dt"))
     counted = {
         "app_opens": is_type("app_open"),
         "logins": is_type("login"),
         "reviews": is_type("review"),
-        "bad_reviews": is_type("review") & (F.col("rating") <= max_bad_rating),
+        "bad_reviews": is_type("review") & (F.col("rating") <= tags.threshold("bad_reviews", "max_rating")),
         "refunds": is_type("refund"),
     }
-    count_columns = [(column, window, condition) for tag, condition in counted.items() for column, window in tags.windowed(tag)]
-    hours_window = tags.window_of("preferred_hours")
-    local_hour = F.hour(F.from_utc_timestamp("ts", time_zone))
-    figures = (
-        with_days_ago(events.where(F.col("user_id").isNotNull()), snapshot_dt, tags.window_of("last_active_dt"))
-        .withColumn("_hour", local_hour)
-        .groupBy("user_id")
-        .agg(
-            F.max("dt").alias("last_active_dt"),
-            *[F.count_distinct(F.when(window.holds(), F.col("dt"))).alias(column) for column, window in tags.windowed("active_days")],
-            *[count_in(window, condition).alias(column) for column, window, condition in count_columns],
-            *[F.avg(F.when(window.holds() & is_type("delivery"), F.col("wait_minutes"))).alias(column) for column, window in tags.windowed("avg_wait_minutes")],
-            F.array(*[F.struct(F.lit(hour).alias("hour"), count_in(hours_window, F.col("_hour") == hour).alias("events")) for hour in HOURS_OF_DAY]).alias("_hour_histogram"),
-        )
+    delivered = is_type("delivery") & F.col("wait_minutes").isNotNull()
+    per_day = events.groupBy("user_id", "dt", DAYS_AGO).agg(
+        *[F.count(F.when(condition, F.lit(1))).alias(tag) for tag, condition in counted.items()],
+        F.count(F.when(delivered, F.lit(1))).alias("_deliveries"),
+        F.sum(F.when(delivered, F.col("wait_minutes"))).alias("_wait_minutes"),
+    )
+    count_columns = [column for tag in counted for column in tags.columns(tag)]
+    per_user = per_day.groupBy("user_id").agg(
+        F.max("dt").alias("last_active_dt"),
+        *[count_in(window).alias(column) for column, window in tags.windowed("active_days")],
+        *[sum_in(window, tag).alias(column) for tag in counted for column, window in tags.windowed(tag)],
+        *[ratio(sum_in(window, "_wait_minutes"), sum_in(window, "_deliveries")).alias(column) for column, window in tags.windowed("avg_wait_minutes")],
     )
     days_since_active = days_between(snapshot_dt, "last_active_dt")
     return (
         users.select("user_id")
-        .join(figures, "user_id", "left")
-        .withColumns(zero_if_missing(*tags.columns("active_days"), *[column for column, _, _ in count_columns]))
+        .join(per_user, "user_id", "left")
+        .join(hour_histogram(events, tags.window_of("preferred_hours"), time_zone), "user_id", "left")
+        .withColumns(zero_if_missing(*tags.columns("active_days"), *count_columns))
         .withColumns(
             {
                 "days_since_last_active": days_since_active,
                 "activity_tag": activity_tag(days_since_active, tags),
-                "preferred_hours": preferred_hours(F.col("_hour_histogram"), tags.threshold("preferred_hours", "top_n")),
+                "preferred_hours": preferred_hours(F.col("_hours"), tags.threshold("preferred_hours", "top_n")),
                 "dt": snapshot_date(snapshot_dt),
             }
         )
-        .drop("_hour_histogram")
+        .drop("_hours")
     )
+
+
+def hour_histogram(events: DataFrame, window: DayWindow, time_zone: str) -> DataFrame:
+    """user_id, _hours: events per hour of day (business time zone) in the window, hours without events left out."""
+    in_window = events.where(window.holds()).withColumn("hour", F.hour(F.from_utc_timestamp("ts", time_zone)))
+    per_hour = in_window.groupBy("user_id", "hour").agg(F.count(F.lit(1)).alias("events"))
+    return per_hour.groupBy("user_id").agg(F.collect_list(F.struct("hour", "events")).alias("_hours"))
 
 
 def is_type(event_type: str) -> Column:
@@ -81,7 +90,5 @@ def activity_tag(days_since_active: Column, tags: TagDictionary) -> Column:
 
 def preferred_hours(histogram: Column, top_n: int) -> Column:
     """The ``top_n`` hours with most events, ties to the earlier hour; empty for no events."""
-    most_events_first = sorted_by(histogram, lambda bucket: [-bucket["events"], bucket["hour"]])
-    busiest = F.filter(first_n(most_events_first, top_n), lambda bucket: bucket["events"] > 0)
-    hours = F.transform(busiest, lambda bucket: bucket["hour"])
-    return F.coalesce(hours, F.array().cast("array<int>"))
+    most_events_first = sorted_by(F.coalesce(histogram, F.array().cast(HOUR_TYPE)), lambda bucket: [-bucket["events"], bucket["hour"]])
+    return F.transform(first_n(most_events_first, top_n), lambda bucket: bucket["hour"])

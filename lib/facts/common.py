@@ -70,6 +70,12 @@ def sum_in(window: DayWindow, value: str) -> Column:
     return F.sum(F.when(window.holds(), F.col(value)))
 
 
+def ratio(numerator: Column | str, denominator: Column | str) -> Column:
+    """numerator / denominator; null when the denominator is 0 or null."""
+    numerator, denominator = (F.col(c) if isinstance(c, str) else c for c in (numerator, denominator))
+    return F.when(denominator > 0, numerator / denominator)
+
+
 def zero_if_missing(*columns: str) -> dict[str, Column]:
     """``{column: coalesce(column, 0)}`` for users without rows in an aggregate (left join)."""
     return {name: F.coalesce(F.col(name), F.lit(0)) for name in columns}

@@ -11,7 +11,7 @@ from datetime import date
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from portrait.lib.facts.common import count_in, days_between, first_match, snapshot_date, sum_in, with_days_ago, zero_if_missing
+from portrait.lib.facts.common import count_in, days_between, first_match, ratio, snapshot_date, sum_in, with_days_ago, zero_if_missing
 from portrait.lib.facts.dictionary import TagDictionary
 
 
@@ -70,11 +70,6 @@ def consumption(users: DataFrame, orders: DataFrame, refunds: DataFrame, snapsho
 def lifecycle_stage(orders_total: Column) -> Column:
     """潜在用户 / 新用户 / 老用户 by non-cancelled orders up to D (seed: 老王的运营流程)."""
     return first_match([(orders_total == 0, "potential"), (orders_total == 1, "new")], default="old")
-
-
-def ratio(numerator: str, denominator: str) -> Column:
-    """numerator / denominator, null when the denominator is 0."""
-    return F.when(F.col(denominator) > 0, F.col(numerator) / F.col(denominator))
 
 
 def vip_tier(spend: Column, tags: TagDictionary) -> Column:
