@@ -1,4 +1,4 @@
-"""The ``portrait`` command: generate, run, rerun, show, tables.
+"""The ``portrait`` command: generate, run, rerun, show, evaluate, tables.
 
 Errors are one clear line on stderr and a non-zero exit (1 for data or gate
 failures, 2 for usage), never a stack trace; ``--debug`` shows the trace.
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", type=_date, default=None, help="last date of a range (inclusive)")
     run.add_argument("--from", dest="from_stage", default=None, help="start at this stage (default: the first)")
     run.add_argument("--to", dest="to_stage", default=None, help="stop after this stage (default: the last)")
+    run.add_argument("--orders", default=None, metavar="PATH",
+                     help="a shop's order export (CSV or Parquet; columns mapped in conf/pipeline.yaml external_orders) "
+                          "landed as --date's orders before the run")
 
     rerun = commands.add_parser("rerun", parents=[shared, engine], help="redo one date from a stage (on-call)")
     rerun.add_argument("--date", type=_date, required=True)
@@ -56,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("user_id", nargs="?")
     show.add_argument("--sample", action="store_true", help="show some user with orders")
     show.add_argument("--date", type=_date, default=None)
+
+    evaluate = commands.add_parser("evaluate", parents=[shared, engine], help="score a snapshot's model tags against a generated lake's truth")
+    evaluate.add_argument("--date", type=_date, required=True)
 
     bench = commands.add_parser("bench", parents=[shared], help="time the daily run at a given size, per stage")
     bench.add_argument("--users", type=int, default=100_000)
@@ -137,8 +143,10 @@ def cmd_run(args) -> int:
 
     conf = _conf(args)
     stages = stages_between(args.from_stage, getattr(args, "to_stage", None))
-    spark = engine.get_spark(args.engine, args.remote)
     dates = _dates(args.date, getattr(args, "until", None))
+    if getattr(args, "orders", None):
+        _land_orders(args, conf, stages)
+    spark = engine.get_spark(args.engine, args.remote)
     with _progress() as bar:
         task = bar.add_task("daily run", total=len(dates) * len(stages))
         for dt in dates:
@@ -149,6 +157,15 @@ def cmd_run(args) -> int:
                 bar.advance(task)
                 _report(bar.console, result)
     return 0
+
+
+def _land_orders(args, conf, stages: list[str]) -> None:
+    """Land the export as --date's orders (and its unknown customers), for the clean stage to take in."""
+    from portrait.lib.external_orders import land_export
+
+    if "clean" not in stages:
+        raise ValueError("--orders lands an export for the clean stage: run from clean (drop --from)")
+    print(land_export(args.orders, args.lake, args.date, conf))
 
 
 def _report(console, result) -> None:
@@ -169,6 +186,15 @@ def cmd_show(args) -> int:
     spark = engine.get_spark(args.engine, args.remote)
     profile = read_profile(spark, args.lake, _conf(args), args.user_id, sample=args.sample, dt=args.date)
     print(json.dumps(profile, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from portrait.lib import engine
+    from portrait.lib.models.report import render, run_evaluation
+
+    spark = engine.get_spark(args.engine, args.remote)
+    print(render(run_evaluation(spark, args.lake, _conf(args), args.date)))
     return 0
 
 
@@ -217,7 +243,7 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "bench": cmd_bench, "tables": cmd_tables, "rollback": cmd_rollback}
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "evaluate": cmd_evaluate, "bench": cmd_bench, "tables": cmd_tables, "rollback": cmd_rollback}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,6 +41,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("interest", "portrait.jobs.subprofiles:run_interest", "silver -> profile.interest (decayed category weights, top-N)", after=("clean",)),
     Stage("social", "portrait.jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)),
     Stage("product_line", "portrait.jobs.subprofiles:run_product_line", "silver -> profile.product_line (usage, intensity, status per line)", after=("clean",)),
+    Stage("models", "portrait.jobs.models:run", "silver + sub-profiles -> profile.model_tags (churn, P(alive), gender, occupation, taste, sensitivity)", after=("consumption", "behavior", "interest", "social")),
 )
 
 
