@@ -188,7 +188,8 @@ def device_logins(events: DataFrame, landing_dt: date) -> DataFrame:
     )
 
 
-def reconcile(source: str, input_records: int, counts: dict[str, int], landing_dt: date) -> dict:
+def reconcile(source: str, input_records: int, counts: dict[str, int], policy_filtered: int, landing_dt: date) -> dict:
+    """One ops.reconciliation row; ``policy_filtered`` is the part of the quarantined filtered by policy rules."""
     accepted, quarantined, duplicates = (counts.get(s, 0) for s in (ACCEPTED, QUARANTINED, DUPLICATE))
     return {
         "source": source,
@@ -196,6 +197,7 @@ def reconcile(source: str, input_records: int, counts: dict[str, int], landing_d
         "accepted": accepted,
         "quarantined": quarantined,
         "duplicates": duplicates,
+        "policy_filtered": policy_filtered,
         "balanced": input_records == accepted + quarantined + duplicates,
         "dt": landing_dt,
     }
@@ -225,8 +227,11 @@ def run(ctx: RunContext) -> list[Output]:
 
     def settle(source: str, raw: DataFrame, classified: DataFrame, key: str) -> DataFrame:
         classified = ctx.materialize(classified.drop("_v"), source).withColumn("_v", F.expr("try_parse_json(raw_line)"))
-        counts = {row["outcome"]: row["count"] for row in classified.groupBy("outcome").count().collect()}
-        reconciliation.append(reconcile(source, raw.count(), counts, dt))
+        by_policy = F.col("rule").isin(*settings["policy_rules"])
+        tally = classified.groupBy("outcome", by_policy.alias("by_policy")).count().collect()
+        counts = {outcome: sum(r["count"] for r in tally if r["outcome"] == outcome) for outcome in {r["outcome"] for r in tally}}
+        policy_filtered = sum(r["count"] for r in tally if r["outcome"] == QUARANTINED and r["by_policy"])
+        reconciliation.append(reconcile(source, raw.count(), counts, policy_filtered, dt))
         quarantined.append(quarantine_rows(classified, source, key, dt))
         return classified.where(F.col("outcome") == ACCEPTED)
 

@@ -51,8 +51,7 @@ class SilverAsOf:
         return self._facts("silver.order_items", since).join(cancelled, "order_id", "left_anti")
 
     def events(self, since: date | None = None) -> DataFrame:
-        events = read_attributed_events(self.spark, self.catalog, self.stitch_lookback_hours, until=self.dt)
-        return events if since is None else events.where(F.col("dt") >= F.lit(since))
+        return read_attributed_events(self.spark, self.catalog, self.stitch_lookback_hours, until=self.dt, since=since)
 
     def addresses(self) -> DataFrame:
         """Address records as updated by the end of D (silver.addresses keeps only the latest version)."""

@@ -7,6 +7,8 @@ user and landing day, with the first and last login of that day).
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -43,12 +45,18 @@ def attribute_anonymous(events: DataFrame, logins: DataFrame, lookback_hours: in
     return known.unionByName(attributed).unionByName(unmatched)
 
 
-def read_attributed_events(spark, catalog, lookback_hours: int, until=None) -> DataFrame:
+def read_attributed_events(spark, catalog, lookback_hours: int, until=None, since=None) -> DataFrame:
     """silver.events with anonymous events of earlier days attributed by later logins.
 
     The clean job can only stitch logins it has seen; an anonymous visit on
     day D whose login comes on day D+1 is stitched here, at read time, so that
     filing D+1 never rewrites D's rows.
+
+    ``since`` (a business date) prunes before stitching, so a 30-day reader
+    does not stitch the whole history: an event of day >= since can only be
+    claimed by a login at or after it, and such a login landed on day
+    >= since - 1 (a landing day holds timestamps up to the future tolerance
+    into the next day), so older device_map rows cannot matter.
     """
     events = catalog.read(spark, "silver.events")
     logins = catalog.read(spark, "silver.device_map")
@@ -56,4 +64,7 @@ def read_attributed_events(spark, catalog, lookback_hours: int, until=None) -> D
         # as known on `until`: nothing that happened or landed after it
         events = events.where((F.col("dt") <= F.lit(until)) & (F.col("landing_dt") <= F.lit(until)))
         logins = logins.where(F.col("dt") <= F.lit(until))
+    if since is not None:
+        events = events.where(F.col("dt") >= F.lit(since))
+        logins = logins.where(F.col("dt") >= F.lit(since - timedelta(days=1)))
     return attribute_anonymous(events, logins, lookback_hours)

@@ -137,6 +137,8 @@ class Catalog:
         spec = self.spec(name)
         spec.check_schema(df)
         df = df.select(*[f"`{c}`" for c in spec.columns])  # declared order: Sail appends by position
+        if self.exists(name):
+            self._check_stored_columns(spec)
         self._ensure_table(spark, spec)
         if mode == "append":
             df.write.format("delta").mode("append").save(spec.path)
@@ -147,6 +149,25 @@ class Catalog:
         version = self.version(name)
         log.info("wrote %s (%s%s) -> version %s", name, mode, f" {partition_value}" if partition_value else "", version)
         return version
+
+    def _check_stored_columns(self, spec: TableSpec) -> None:
+        """Refuse to write a table whose stored columns differ from its declaration.
+
+        Sail drops columns the stored table lacks without a word, so a column
+        added to conf/tables after the table was created would be lost silently.
+        """
+        from deltalake import DeltaTable
+
+        stored = [f.name for f in DeltaTable(spec.path).schema().fields]
+        missing = [c for c in spec.columns if c not in stored]
+        extra = [c for c in stored if c not in spec.columns]
+        if missing or extra:
+            problems = [f"lacks declared column(s) {', '.join(missing)}"] if missing else []
+            problems += [f"has undeclared column(s) {', '.join(extra)}"] if extra else []
+            raise SchemaMismatch(
+                f"table {spec.name} at {spec.path} {' and '.join(problems)}: migrate it first "
+                f"(deltalake: DeltaTable(path).alter.add_columns(...)) or rebuild it - nothing was written"
+            )
 
     def _ensure_table(self, spark, spec: TableSpec) -> None:
         """Create the empty table with its declared schema and partitioning on first write."""

@@ -81,6 +81,8 @@ def test_every_record_is_accepted_quarantined_or_a_counted_duplicate(spark, clea
     got = {s: (r["input_records"], r["accepted"], r["quarantined"], r["duplicates"]) for s, r in recon.items()}
     assert got == expected
     assert all(r["balanced"] for r in recon.values())
+    # test accounts and the bot's events are filtered by policy, not broken input (the quarantine gate ignores them)
+    assert {s: r["policy_filtered"] for s, r in recon.items()} == {"users": 1, "addresses": 1, "orders": 1, "events": 7}
     stored = table_rows(spark, catalog, "ops.reconciliation", f"dt = DATE'{DAY1}'")
     assert sorted((r[0], r[1], r[2], r[3], r[4]) for r in stored) == sorted((s, *v) for s, v in expected.items())
     # accepted counts are what the silver tables hold
@@ -155,6 +157,18 @@ def test_identity_stitching_same_day_and_across_days(spark, cleaned):
     ])
 
 
+@pytest.mark.parametrize("since", [DAY1, DAY2])
+def test_stitching_pruned_by_since_equals_stitching_everything(spark, cleaned, since):
+    """Readers of a window prune before stitching; that must not change who an event belongs to."""
+    catalog, conf, _ = cleaned
+    lookback = conf.pipeline["clean"]["stitch_lookback_hours"]
+    everything = read_attributed_events(spark, catalog, lookback).where(f"dt >= DATE'{since}'")
+    pruned = read_attributed_events(spark, catalog, lookback, since=since)
+    expected = sorted((r.event_id, r.user_id) for r in everything.collect())
+    assert expected  # the window holds events
+    assert sorted((r.event_id, r.user_id) for r in pruned.collect()) == expected
+
+
 def stored_ts(catalog, spark, event_id):
     return catalog.read(spark, "silver.events").where(f"event_id = '{event_id}'").first().ts
 
@@ -219,7 +233,8 @@ def test_failed_gate_leaves_published_versions_unchanged(spark, lake, tmp_path):
     clean(spark, lake, good, DAY1)
     catalog = Catalog(str(lake), good)
     versions = {name: DeltaTable(catalog.spec(name).path).version() for name in SILVER}
-    strict = make_conf(tmp_path / "strict", max_quarantine_ratio=0.0, quarantine_allowance=0)
+    # day 2 quarantines only a test account: with no policy rules it counts
+    strict = make_conf(tmp_path / "strict", max_quarantine_ratio=0.0, quarantine_allowance=0, policy_rules=[])
     with pytest.raises(GateFailed):
         clean(spark, lake, strict, DAY2)
     assert {name: DeltaTable(catalog.spec(name).path).version() for name in SILVER} == versions

@@ -36,7 +36,7 @@ BASE = {
         wait_minutes=None, refund_amount=None, seconds=None, dt=DT, landing_dt=DT,
     ),
     "ops.reconciliation": dict(
-        source="events", input_records=100, accepted=95, quarantined=5, duplicates=0, balanced=True, dt=DT,
+        source="events", input_records=100, accepted=95, quarantined=5, duplicates=0, policy_filtered=0, balanced=True, dt=DT,
     ),
 }
 
@@ -193,7 +193,7 @@ def test_quarantine_ratio_above_the_conf_threshold_fails(spark, tmp_path):
     message = failure_message([report])
     assert message.startswith(
         "gate clean failed for 2026-07-01: ops.reconciliation: row_condition(quarantine_ratio_within_limit) "
-        "observed 1 unexpected row (50%) of 2 rows, e.g. (source=events, input_records=100, accepted=94, quarantined=6)"
+        "observed 1 unexpected row (50%) of 2 rows, e.g. (source=events, input_records=100, accepted=94, quarantined=6, policy_filtered=0)"
     )
     lenient = conf_with(tmp_path / "lenient", max_quarantine_ratio=0.1, quarantine_allowance=0)  # the threshold comes from conf
     assert run_gate(spark, "ops.reconciliation", above, DT, lenient).success
@@ -202,6 +202,15 @@ def test_quarantine_ratio_above_the_conf_threshold_fails(spark, tmp_path):
     mostly_bad = frame(spark, "ops.reconciliation", {"input_records": 9, "quarantined": 6, "accepted": 3})
     assert not run_gate(spark, "ops.reconciliation", mostly_bad, DT, small_batches).success
     assert run_gate(spark, "ops.reconciliation", above, DT, lenient).success
+
+
+def test_records_filtered_by_policy_do_not_count_as_broken_input(spark, tmp_path):
+    """A bot storm quarantines many events, but the source is not broken: the gate passes; broken lines on top still fail."""
+    conf = conf_with(tmp_path, max_quarantine_ratio=0.05, quarantine_allowance=0)
+    bot_storm = frame(spark, "ops.reconciliation", {"input_records": 100, "accepted": 70, "quarantined": 30, "policy_filtered": 26})
+    assert run_gate(spark, "ops.reconciliation", bot_storm, DT, conf).success
+    broken_too = frame(spark, "ops.reconciliation", {"input_records": 100, "accepted": 70, "quarantined": 30, "policy_filtered": 24})
+    assert not run_gate(spark, "ops.reconciliation", broken_too, DT, conf).success
 
 
 def test_unbalanced_reconciliation_fails(spark):

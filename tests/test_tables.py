@@ -103,6 +103,18 @@ def test_schema_drift_fails_loudly_and_writes_nothing(spark, catalog, frame, mes
     assert DeltaTable(catalog.spec("test.visits").path).schema().to_arrow().names == ["visit_id", "user_id", "amount", "dt"]
 
 
+def test_a_column_declared_after_the_table_was_created_is_refused_not_dropped(spark, catalog, tmp_path):
+    """Sail would silently drop the new column on append; the writer names it and writes nothing."""
+    catalog.write(spark, visits(spark, [("v0", "u0", 1.0, "2026-07-01")]), "test.visits", "append")
+    version = catalog.version("test.visits")
+    grown = {**TOY, "test.visits": {**TOY["test.visits"], "columns": {**TOY["test.visits"]["columns"], "coupon": "double"}}}
+    later = Catalog(catalog.lake, declarations=grown)
+    rows = visits(spark, [("v1", "u1", 2.0, "2026-07-02")]).withColumn("coupon", F.lit(0.5))
+    with pytest.raises(SchemaMismatch, match="test.visits at .* lacks declared column\\(s\\) coupon: migrate it first"):
+        later.write(spark, rows, "test.visits", "append")
+    assert catalog.version("test.visits") == version
+
+
 def test_upsert_updates_matching_keys_inserts_new_and_never_rolls_back(spark, catalog):
     catalog.write(spark, people(spark, [("u1", "old", "2026-07-01 00:00:00"), ("u2", "two", "2026-07-01 00:00:00")]), "test.people", "upsert")
     catalog.write(spark, people(spark, [("u1", "new", "2026-07-02 00:00:00"), ("u3", "three", "2026-07-02 00:00:00")]), "test.people", "upsert")
