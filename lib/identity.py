@@ -52,11 +52,13 @@ def read_attributed_events(spark, catalog, lookback_hours: int, until=None, sinc
     day D whose login comes on day D+1 is stitched here, at read time, so that
     filing D+1 never rewrites D's rows.
 
-    ``since`` (a business date) prunes before stitching, so a 30-day reader
-    does not stitch the whole history: an event of day >= since can only be
-    claimed by a login at or after it, and such a login landed on day
-    >= since - 1 (a landing day holds timestamps up to the future tolerance
-    into the next day), so older device_map rows cannot matter.
+    ``since`` (a business date) keeps the events of days >= since, and prunes
+    the logins before stitching, so a 30-day reader does not join the whole
+    login history: an event of day >= since can only be claimed by a login at
+    or after it, and such a login landed on day >= since - 1 (a landing day
+    holds timestamps up to the future tolerance into the next day). The
+    events themselves are filtered after stitching: filtering them before made
+    Sail 0.7.2 fail the product-line plan ("No field named #42").
     """
     events = catalog.read(spark, "silver.events")
     logins = catalog.read(spark, "silver.device_map")
@@ -64,7 +66,7 @@ def read_attributed_events(spark, catalog, lookback_hours: int, until=None, sinc
         # as known on `until`: nothing that happened or landed after it
         events = events.where((F.col("dt") <= F.lit(until)) & (F.col("landing_dt") <= F.lit(until)))
         logins = logins.where(F.col("dt") <= F.lit(until))
-    if since is not None:
-        events = events.where(F.col("dt") >= F.lit(since))
-        logins = logins.where(F.col("dt") >= F.lit(since - timedelta(days=1)))
-    return attribute_anonymous(events, logins, lookback_hours)
+    if since is None:
+        return attribute_anonymous(events, logins, lookback_hours)
+    logins = logins.where(F.col("dt") >= F.lit(since - timedelta(days=1)))
+    return attribute_anonymous(events, logins, lookback_hours).where(F.col("dt") >= F.lit(since))
