@@ -36,6 +36,7 @@ from functools import cached_property
 from typing import Any
 
 from portrait.lib.config import Conf, ConfError
+from portrait.lib.tables import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +341,7 @@ def check_declarations(conf: Conf | None = None, dt: date | None = None) -> list
     dt = dt or date(2026, 1, 1)
     problems = []
     for table in conf.gates:
-        declared = (conf.tables.get(table) or {}).get("columns")
+        declared = Catalog(".", conf).spec(table).columns if table in conf.tables else None
         if declared is None:
             problems.append(f"{GATES_FILE} {table}: gates a table that is not declared in conf/tables")
             continue
