@@ -42,6 +42,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("social", "portrait.jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)),
     Stage("product_line", "portrait.jobs.subprofiles:run_product_line", "silver -> profile.product_line (usage, intensity, status per line)", after=("clean",)),
     Stage("models", "portrait.jobs.models:run", "silver + sub-profiles -> profile.model_tags (churn, P(alive), gender, occupation, taste, sensitivity)", after=("consumption", "behavior", "interest", "social")),
+    Stage("segments", "portrait.jobs.segments:run", "gold.profile_snapshot -> segment members, bitmaps, group analysis (conf/segments.yaml)", after=("models",)),
 )
 
 
