@@ -58,7 +58,7 @@ def render(catalog, dt: date) -> tuple[Path, str]:
         axis.legend(fontsize=7, loc="lower right")
     for axis, tag in zip(flat[len(dist_tags):], state_tags):
         matrix = transitions[transitions["tag"] == tag].pivot_table(index="from_value", columns="to_value", values="users", fill_value=0)
-        axis.imshow(matrix.to_numpy(), cmap="Blues")
+        axis.imshow(matrix.to_numpy(), cmap="Blues", aspect="auto")
         axis.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=30, fontsize=8)
         axis.set_yticks(range(matrix.shape[0]), matrix.index, fontsize=8)
         for (i, j), users in pd.DataFrame(matrix.to_numpy()).stack().items():
