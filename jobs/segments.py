@@ -63,7 +63,7 @@ def run(ctx: RunContext) -> list[Output]:
     members = ctx.materialize(audiences.memberships(tagged, book, ctx.dt), "members")
     index = ctx.catalog.read(ctx.spark, USER_INDEX)
     fresh = ctx.materialize(audiences.new_user_indices(tagged, index, ctx.dt), "new_user_index")
-    bitmaps = audiences.segment_bitmaps(members, index.unionByName(fresh), tagged, book, ctx.dt)
+    bitmaps = audiences.segment_bitmaps(members, index.unionByName(fresh), book, ctx.dt)
     previous_day = ctx.dt - timedelta(days=1)
     previous = tagged_snapshot(ctx, book, previous_day)
     previous_members = ctx.catalog.read(ctx.spark, SEGMENT_MEMBERS).where(F.col("dt") == F.lit(previous_day))

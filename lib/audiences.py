@@ -74,12 +74,12 @@ def new_user_indices(users: DataFrame, index: DataFrame, dt: date) -> DataFrame:
     )
 
 
-def segment_bitmaps(members: DataFrame, index: DataFrame, users: DataFrame, book: SegmentBook, dt: date) -> DataFrame:
+def segment_bitmaps(members: DataFrame, index: DataFrame, book: SegmentBook, dt: date) -> DataFrame:
     """One row per declared segment: its Roaring bitmap of member indices and the counts that must agree.
 
-    members:  membership rows; bitmap_members: the bitmap's own cardinality
-    (members without an index would be missing from it); members_in_snapshot:
-    members that are users of the snapshot. The segments gate checks all three agree.
+    members: membership rows; bitmap_members: the bitmap's own cardinality
+    (members without an index would be missing from it). The segments gate
+    checks they agree.
     """
     spark = members.sparkSession
     indexed = members.join(index.select("user_id", "user_index"), "user_id", "left")
@@ -87,22 +87,17 @@ def segment_bitmaps(members: DataFrame, index: DataFrame, users: DataFrame, book
         _bitmap_row, "segment string, bitmap binary, bitmap_members bigint"
     )
     counted = members.groupBy("segment").agg(F.count("*").alias("members"))
-    in_snapshot = (
-        members.join(users.select("user_id").distinct(), "user_id").groupBy("segment").agg(F.count("*").alias("members_in_snapshot"))
-    )
     declared = spark.createDataFrame(
         [(s.name, s.sql_on(dt)) for s in book.segments], "segment string, rule string"
     )
     empty = serialise([])
     return (
         declared.join(counted, "segment", "left")
-        .join(in_snapshot, "segment", "left")
         .join(blobs, "segment", "left")
         .select(
             "segment",
             F.coalesce("members", F.lit(0)).cast("bigint").alias("members"),
             F.coalesce("bitmap_members", F.lit(0)).cast("bigint").alias("bitmap_members"),
-            F.coalesce("members_in_snapshot", F.lit(0)).cast("bigint").alias("members_in_snapshot"),
             "rule",
             F.coalesce("bitmap", F.lit(bytearray(empty))).alias("bitmap"),
             F.lit(dt).alias("dt"),

@@ -1,4 +1,4 @@
-"""The ``portrait`` command: generate, run, rerun, show, evaluate, segment, tables.
+"""The ``portrait`` command: generate, run, rerun, show, export, evaluate, segment, tables.
 
 Errors are one clear line on stderr and a non-zero exit (1 for data or gate
 failures, 2 for usage), never a stack trace; ``--debug`` shows the trace.
@@ -55,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--date", type=_date, required=True)
     rerun.add_argument("--from", dest="from_stage", default=None)
 
-    show = commands.add_parser("show", parents=[shared, engine], help="print a user's latest profile as JSON")
+    show = commands.add_parser("show", parents=[shared, engine], help="print a user's master profile as JSON (latest snapshot or --date)")
     show.add_argument("user_id", nargs="?")
     show.add_argument("--sample", action="store_true", help="show some user with orders")
     show.add_argument("--date", type=_date, default=None)
+
+    export = commands.add_parser("export", parents=[shared, engine], help="write every user's profile as JSON lines")
+    export.add_argument("--date", type=_date, default=None, help="snapshot date (default: the latest)")
+    export.add_argument("--out", default=None, metavar="PATH", help="output file (default: {lake}/exports/profile-{date}.jsonl)")
 
     evaluate = commands.add_parser("evaluate", parents=[shared, engine], help="score a snapshot's model tags against a generated lake's truth")
     evaluate.add_argument("--date", type=_date, required=True)
@@ -195,6 +199,20 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from portrait.lib import engine
+    from portrait.lib.profile import export_profiles
+
+    spark = engine.get_spark(args.engine, args.remote)
+    with _progress() as bar:
+        task = bar.add_task("rendering profiles", total=None)
+        path, lines, dt = export_profiles(
+            spark, args.lake, _conf(args), args.date, args.out, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    print(f"wrote {lines:,} profiles of {dt} to {path}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from portrait.lib import engine
     from portrait.lib.models.report import render, run_evaluation
@@ -300,7 +318,7 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "evaluate": cmd_evaluate, "bench": cmd_bench, "segment": cmd_segment, "tables": cmd_tables, "rollback": cmd_rollback}
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "export": cmd_export, "evaluate": cmd_evaluate, "bench": cmd_bench, "segment": cmd_segment, "tables": cmd_tables, "rollback": cmd_rollback}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -209,7 +209,11 @@ def test_gate_refuses_bitmaps_that_disagree_with_members(lake, spark):
 
     catalog, _, _ = lake
     spec = catalog.spec("gold.segment_bitmaps")
-    rows = [("ok", 2, 2, 2, "TRUE", bytearray(serialise([1, 2])), D), ("lost", 3, 2, 3, "TRUE", bytearray(serialise([1, 2])), D)]
+    rows = [("ok", 2, 2, "TRUE", bytearray(serialise([1, 2])), D), ("lost", 3, 2, "TRUE", bytearray(serialise([1, 2])), D)]
     report = gates.run_gate(spark, spec.name, spark.createDataFrame(rows, spec.ddl), D, catalog.conf, gate_name="segments")
-    assert [r.column for r in report.failures()] == ["counts_reconcile_with_bitmap_and_snapshot"]
+    assert [r.column for r in report.failures()] == ["counts_reconcile_with_bitmap"]
     assert "lost" in report.failures()[0].observed
+    members = spark.createDataFrame([("potential_users", "u05", D), ("potential_users", "nobody", D)], catalog.spec("gold.segment_members").ddl)
+    report = gates.run_gate(spark, "gold.segment_members", members, D, catalog.conf, gate_name="segments", lake=catalog.lake)
+    assert [r.column for r in report.failures()] == ["members_are_users_of_the_snapshot"]
+    assert "nobody" in report.failures()[0].observed and "u05" not in report.failures()[0].observed
