@@ -56,18 +56,24 @@ class Segment:
         return self.sql if self.in_season(dt) else "FALSE"
 
 
-def compile_rule(name: str, rule: str, tags: set[str], thresholds: dict[str, float]) -> str:
-    """Check ``rule`` and return it as Spark SQL; raise SegmentRuleError naming the fault."""
+def compile_rule(
+    name: str, rule: str, tags: set[str], thresholds: dict[str, float], expansions: dict[str, str] | None = None
+) -> str:
+    """Check ``rule`` and return it as Spark SQL; raise SegmentRuleError naming the fault.
+
+    A tag in ``expansions`` (a derived tag) is replaced by its own SQL, so the
+    result reads only snapshot columns and shows every threshold it uses.
+    """
     try:
         tree = ast.parse(rule.strip(), mode="eval")
     except SyntaxError as exc:
         raise SegmentRuleError(f"segment {name}: bad syntax at column {exc.offset}: {rule!r}") from None
-    return _Renderer(name, tags, thresholds).render(tree.body)
+    return _Renderer(name, tags | set(expansions or ()), thresholds, expansions or {}).render(tree.body)
 
 
 class _Renderer:
-    def __init__(self, segment: str, tags: set[str], thresholds: dict[str, float]):
-        self.segment, self.tags, self.thresholds = segment, tags, thresholds
+    def __init__(self, segment: str, tags: set[str], thresholds: dict[str, float], expansions: dict[str, str]):
+        self.segment, self.tags, self.thresholds, self.expansions = segment, tags, thresholds, expansions
 
     def fail(self, message: str):
         raise SegmentRuleError(f"segment {self.segment}: {message}")
@@ -114,7 +120,7 @@ class _Renderer:
         if name not in self.tags:
             hint = difflib.get_close_matches(name, sorted(self.tags), n=1)
             self.fail(f"unknown tag '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        return f"`{name}`"
+        return self.expansions.get(name, f"`{name}`")
 
     def literal(self, value) -> str:
         if isinstance(value, bool):
@@ -136,15 +142,20 @@ class _Renderer:
         return repr(float(self.thresholds[key]))
 
 
-def load_segments(declarations: dict, tags: set[str], chosen: dict[str, float] | None = None) -> list[Segment]:
+def load_segments(
+    declarations: dict, tags: set[str], chosen: dict[str, float] | None = None, expansions: dict[str, str] | None = None
+) -> list[Segment]:
     """Compile every segment of conf/segments.yaml; the first bad rule stops with its error."""
     thresholds = threshold_values(declarations, chosen)
+    for name, spec in _mapping(declarations, "segments").items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("rule"), str):
+            raise SegmentRuleError(f"segment {name}: needs `rule:` (a string), got {spec!r}")
     return [
         Segment(
             name,
             spec["rule"],
             spec.get("description", ""),
-            compile_rule(name, spec["rule"], tags, thresholds),
+            compile_rule(name, spec["rule"], tags, thresholds, expansions),
             spec.get("reason", ""),
             _season(name, spec.get("season")),
         )
@@ -238,13 +249,14 @@ class SegmentBook:
                 raise SegmentRuleError(f"band {name}: edges must be increasing numbers, got {spec.get('edges')!r}")
             bands.append(Band(name, spec["tag"], edges))
             tags.add(name)
-        derived = []
+        derived, expansions = [], {}
         for name, rule in _mapping(declarations, "derived_tags").items():
             if name in tags:
                 raise SegmentRuleError(f"derived tag {name}: already a tag of the snapshot")
-            derived.append(Segment(name, rule, "", compile_rule(name, str(rule), tags, thresholds)))
-            tags.add(name)
-        segments = load_segments(declarations, tags, chosen)
+            derived.append(Segment(name, rule, "", compile_rule(name, str(rule), tags, thresholds, expansions)))
+            expansions[name] = derived[-1].sql
+        tags |= set(expansions)
+        segments = load_segments(declarations, tags - set(expansions), chosen, expansions)
         if RESERVED in {s.name for s in segments}:
             raise SegmentRuleError(f"segment {RESERVED}: the name is reserved for the whole snapshot")
         analysis = declarations.get("analysis") or {}

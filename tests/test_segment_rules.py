@@ -76,7 +76,8 @@ SNAPSHOT_TAGS = {"vip_tier", "churn_probability", "p_student"}
 def test_book_compiles_derived_tags_bands_and_chosen_thresholds():
     book = SegmentBook.compile(BOOK, SNAPSHOT_TAGS, chosen={"retention": 0.37})
     assert [t.name for t in book.derived] == ["vip", "at_risk"]
-    assert book.derived[1].sql == "(`vip` AND (`churn_probability` >= 0.37))"
+    assert book.derived[1].sql == "((`vip_tier` IN ('vip', 'super_vip')) AND (`churn_probability` >= 0.37))"
+    assert book.segment("vip_at_risk").sql == book.derived[1].sql  # derived tags are inlined: the rule shows its thresholds
     assert book.threshold_sources == {"retention": "ops.threshold_curve", "student": "conf"}
     assert SegmentBook.compile(BOOK, SNAPSHOT_TAGS).thresholds["retention"] == 0.5
     assert book.bands[0].sql == (
@@ -98,6 +99,7 @@ def test_book_compiles_derived_tags_bands_and_chosen_thresholds():
         ({"thresholds": {"retention": "high"}}, "threshold retention: needs a number"),
         ({"segments": {"s": {"rule": "vip", "season": {"from": "13-01", "to": "09-30"}}}}, "segment s: season needs from/to as MM-DD"),
         ({"segments": {"all_users": {"rule": "vip"}}}, "segment all_users: the name is reserved"),
+        ({"segments": {"s": "vip"}}, "segment s: needs `rule:` (a string), got 'vip'"),
         ({"analysis": {"distribution_tags": ["tier"]}}, "analysis distribution_tags: unknown tag 'tier'"),
         ({"segments": {"s": {"rule": "vip and p_student > threshold('teen')"}}}, "segment s: unknown threshold 'teen' (declared: retention, student)"),
     ],
