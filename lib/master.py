@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 #: The sub-profiles whose columns the master carries flat, in column order.
 SECTIONS = ("profile.consumption", "profile.behavior", "profile.interest", "profile.social", "profile.model_tags")
 PRODUCT_LINES = "profile.product_line"
-#: Reported in both social and model_tags (beside p_male); the master keeps it once.
-SHARED_COLUMNS = ("user_id", "dt", "gender_reported")
+#: Reported in both social and model_tags (beside p_male); the master keeps social's.
+GENDER_REPORTED = "gender_reported"
 
 
 def master_profile(users: DataFrame, sections: dict[str, DataFrame], product_lines: DataFrame, dt: date, columns: list[str]) -> DataFrame:
@@ -31,7 +31,7 @@ def master_profile(users: DataFrame, sections: dict[str, DataFrame], product_lin
     for table in SECTIONS:
         rows = sections[table].drop("dt")
         if table != "profile.social":
-            rows = rows.drop("gender_reported")
+            rows = rows.drop(GENDER_REPORTED)
         profile = profile.join(rows, "user_id", "left")
     line_columns = [c for c in product_lines.columns if c not in ("user_id", "dt")]
     lines = product_lines.groupBy("user_id").agg(

@@ -30,7 +30,7 @@ def load_settings(conf: Conf) -> dict:
         if key not in settings:
             raise ConfError(f"conf/monitoring.yaml: missing `{key}:`")
     unknown = set(settings["limits"]) - {"coverage_change", "distribution_change"}
-    for tag, limits in (settings.get("tags") or {}).items():
+    for limits in (settings.get("tags") or {}).values():
         unknown |= set(limits) - {"coverage_change", "distribution_change"}
     if unknown:
         raise ConfError(f"conf/monitoring.yaml: unknown limit {', '.join(sorted(unknown))} (limits: coverage_change, distribution_change)")
