@@ -67,6 +67,7 @@ def run(ctx: RunContext) -> list[Output]:
     previous_day = ctx.dt - timedelta(days=1)
     previous = tagged_snapshot(ctx, book, previous_day)
     previous_members = ctx.catalog.read(ctx.spark, SEGMENT_MEMBERS).where(F.col("dt") == F.lit(previous_day))
+    built = ctx.catalog.read(ctx.spark, SEGMENT_BITMAPS).where(F.col("dt") == F.lit(previous_day)).select("segment").collect()
     ctx.notes["segments"] = {row["segment"]: row["count"] for row in members.groupBy("segment").count().collect()}
     ctx.notes["snapshot_users"] = users
     return [
@@ -74,5 +75,5 @@ def run(ctx: RunContext) -> list[Output]:
         Output(SEGMENT_MEMBERS, members, "partition", ctx.dt),
         Output(SEGMENT_BITMAPS, bitmaps, "partition", ctx.dt),
         Output(ANALYSIS, audiences.distributions(tagged, members, book, ctx.dt), "partition", ctx.dt),
-        Output(TRANSITIONS, audiences.transitions(previous, tagged, previous_members, members, book, ctx.dt), "partition", ctx.dt),
+        Output(TRANSITIONS, audiences.transitions(previous, tagged, previous_members, members, book, ctx.dt, {r["segment"] for r in built}), "partition", ctx.dt),
     ]

@@ -138,21 +138,23 @@ def distributions(tagged: DataFrame, members: DataFrame, book: SegmentBook, dt: 
 
 
 def transitions(
-    previous: DataFrame, tagged: DataFrame, previous_members: DataFrame, members: DataFrame, book: SegmentBook, dt: date
+    previous: DataFrame, tagged: DataFrame, previous_members: DataFrame, members: DataFrame, book: SegmentBook, dt: date,
+    previous_segments: set[str],
 ) -> DataFrame:
     """(tag, from_value, to_value, users, dt): how users moved between D-1 and D.
 
     For each transition tag, its value on the previous snapshot and on D
     (both tagged with D's definitions, so a move is the user's, not a changed
-    threshold's); for each segment, "in"/"out" as published each day. A user
-    not in one of the snapshots is "absent" there.
+    threshold's); for each segment, "in"/"out" as published each day, or
+    "unknown" on D-1 for a segment not built that day (``previous_segments``
+    are those that were). A user not in one of the snapshots is "absent" there.
     """
     tags = book.transition_tags
     before = _states(previous, tags)
     after = _states(tagged, tags)
     for segment in book.names():
-        before = before.unionByName(_segment_state(previous, previous_members, segment))
-        after = after.unionByName(_segment_state(tagged, members, segment))
+        before = before.unionByName(_segment_state(previous, previous_members, segment, segment in previous_segments))
+        after = after.unionByName(_segment_state(tagged, members, segment, True))
     moved = before.withColumnRenamed("value", "from_value").join(
         after.withColumnRenamed("value", "to_value"), ["user_id", "tag"], "full"
     )
@@ -164,10 +166,9 @@ def transitions(
     )
 
 
-def _segment_state(tagged: DataFrame, members: DataFrame, segment: str) -> DataFrame:
+def _segment_state(tagged: DataFrame, members: DataFrame, segment: str, built: bool) -> DataFrame:
     inside = members.where(F.col("segment") == segment).select("user_id", F.lit(True).alias("member"))
+    state = F.when(F.col("member"), F.lit(IN)).otherwise(F.lit(OUT)) if built else F.lit(UNKNOWN)
     return tagged.select("user_id").join(inside, "user_id", "left").select(
-        "user_id",
-        F.lit(SEGMENT_STATE + segment).alias("tag"),
-        F.when(F.col("member"), F.lit(IN)).otherwise(F.lit(OUT)).alias("value"),
+        "user_id", F.lit(SEGMENT_STATE + segment).alias("tag"), state.alias("value")
     )

@@ -222,3 +222,21 @@ def test_gate_refuses_bitmaps_that_disagree_with_members(lake, spark):
     report = gates.run_gate(spark, "gold.segment_members", members, D, catalog.conf, gate_name="segments", lake=catalog.lake)
     assert [r.column for r in report.failures()] == ["members_are_users_of_the_snapshot"]
     assert "nobody" in report.failures()[0].observed and "u05" not in report.failures()[0].observed
+
+
+def test_a_segment_not_built_on_the_previous_day_moves_from_unknown(spark):
+    from portrait.lib.audiences import transitions
+    from portrait.lib.segments import SegmentBook
+
+    book = SegmentBook.compile({"segments": {"s": {"rule": "vip_tier == 'vip'"}}, "analysis": {"transition_tags": ["vip_tier"]}}, {"vip_tier"})
+    before = spark.createDataFrame([("u1", "regular"), ("u2", "vip")], "user_id string, vip_tier string")
+    after = spark.createDataFrame([("u1", "vip"), ("u2", "vip")], "user_id string, vip_tier string")
+    members = spark.createDataFrame([("s", "u1"), ("s", "u2")], "segment string, user_id string")
+    no_members = spark.createDataFrame([], "segment string, user_id string")
+
+    def moves(built):
+        rows = transitions(before, after, no_members, members, book, D, built).collect()
+        return {(r["tag"], r["from_value"], r["to_value"]): r["users"] for r in rows}
+
+    assert moves(set()) == {("vip_tier", "regular", "vip"): 1, ("vip_tier", "vip", "vip"): 1, ("segment:s", "unknown", "in"): 2}
+    assert moves({"s"})[("segment:s", "out", "in")] == 2
