@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from portrait.jobs.subprofiles import SilverAsOf
 from portrait.lib import audiences
-from portrait.lib.bitmaps import SEGMENT_BITMAPS, SEGMENT_MEMBERS, USER_INDEX
+from portrait.lib.bitmaps import SEGMENT_BITMAPS, SEGMENT_MEMBERS, TAG_VALUE_BITMAPS, USER_INDEX
 from portrait.lib.pipeline import Output, RunContext
 from portrait.lib.segments import SegmentBook, SegmentRuleError, chosen_by, load_book
 
@@ -63,7 +63,8 @@ def run(ctx: RunContext) -> list[Output]:
     members = ctx.materialize(audiences.memberships(tagged, book, ctx.dt), "members")
     index = ctx.catalog.read(ctx.spark, USER_INDEX)
     fresh = ctx.materialize(audiences.new_user_indices(tagged, index, ctx.dt), "new_user_index")
-    bitmaps = audiences.segment_bitmaps(members, index.unionByName(fresh), book, ctx.dt)
+    indices = index.unionByName(fresh)
+    bitmaps = audiences.segment_bitmaps(members, indices, book, ctx.dt)
     previous_day = ctx.dt - timedelta(days=1)
     previous = tagged_snapshot(ctx, book, previous_day)
     previous_members = ctx.catalog.read(ctx.spark, SEGMENT_MEMBERS).where(F.col("dt") == F.lit(previous_day))
@@ -74,6 +75,7 @@ def run(ctx: RunContext) -> list[Output]:
         Output(USER_INDEX, fresh, "upsert"),
         Output(SEGMENT_MEMBERS, members, "partition", ctx.dt),
         Output(SEGMENT_BITMAPS, bitmaps, "partition", ctx.dt),
+        Output(TAG_VALUE_BITMAPS, audiences.tag_value_bitmaps(tagged, indices, book, ctx.dt), "partition", ctx.dt),
         Output(ANALYSIS, audiences.distributions(tagged, members, book, ctx.dt), "partition", ctx.dt),
         Output(TRANSITIONS, audiences.transitions(previous, tagged, previous_members, members, book, ctx.dt, {r["segment"] for r in built}), "partition", ctx.dt),
     ]

@@ -82,10 +82,7 @@ def segment_bitmaps(members: DataFrame, index: DataFrame, book: SegmentBook, dt:
     checks they agree.
     """
     spark = members.sparkSession
-    indexed = members.join(index.select("user_id", "user_index"), "user_id", "left")
-    blobs = indexed.where(F.col("user_index").isNotNull()).select("segment", "user_index").groupBy("segment").applyInPandas(
-        _bitmap_row, "segment string, bitmap binary, bitmap_members bigint"
-    )
+    blobs = _bitmaps(members, index, ["segment"])
     counted = members.groupBy("segment").agg(F.count("*").alias("members"))
     declared = spark.createDataFrame(
         [(s.name, s.sql_on(dt)) for s in book.segments], "segment string, rule string"
@@ -105,14 +102,37 @@ def segment_bitmaps(members: DataFrame, index: DataFrame, book: SegmentBook, dt:
     )
 
 
-def _bitmap_row(rows):
-    """One segment's member indices -> its serialised bitmap and cardinality (runs on the workers)."""
-    import pandas as pd
-    from pyroaring import BitMap
+def tag_value_bitmaps(tagged: DataFrame, index: DataFrame, book: SegmentBook, dt: date) -> DataFrame:
+    """(tag, value, users, bitmap_members, bitmap, dt) for every value of the bitmap tags, and all_users."""
+    everyone = tagged.select("user_id", F.lit(RESERVED).alias("tag"), F.lit("all").alias("value"))
+    states = _states(tagged, book.bitmap_tags).unionByName(everyone)
+    counted = states.groupBy("tag", "value").agg(F.count("*").alias("users"))
+    return counted.join(_bitmaps(states, index, ["tag", "value"]), ["tag", "value"], "left").select(
+        "tag", "value", "users", F.coalesce("bitmap_members", F.lit(0)).cast("bigint").alias("bitmap_members"),
+        F.coalesce("bitmap", F.lit(bytearray(serialise([])))).alias("bitmap"), F.lit(dt).alias("dt"),
+    )
 
-    bitmap = BitMap(rows["user_index"].astype("int64").tolist())
-    bitmap.run_optimize()
-    return pd.DataFrame({"segment": [rows["segment"].iloc[0]], "bitmap": [bitmap.serialize()], "bitmap_members": [len(bitmap)]})
+
+def _bitmaps(rows: DataFrame, index: DataFrame, keys: list[str]) -> DataFrame:
+    """keys -> the Roaring bitmap of the rows' user indices and its cardinality, built per group on the workers."""
+    indexed = rows.join(index.select("user_id", "user_index"), "user_id").select(*keys, "user_index")
+    schema = ", ".join(f"{key} string" for key in keys) + ", bitmap binary, bitmap_members bigint"
+    return indexed.groupBy(*keys).applyInPandas(_bitmap_row(keys), schema)
+
+
+def _bitmap_row(keys: list[str]):
+    """A function for applyInPandas: one group's user indices -> its keys, serialised bitmap and cardinality."""
+
+    def build(rows):
+        import pandas as pd
+        from pyroaring import BitMap
+
+        bitmap = BitMap(rows["user_index"].astype("int64").tolist())
+        bitmap.run_optimize()
+        first = {key: [rows[key].iloc[0]] for key in keys}
+        return pd.DataFrame({**first, "bitmap": [bitmap.serialize()], "bitmap_members": [len(bitmap)]})
+
+    return build
 
 
 def _states(tagged: DataFrame, tags: list[str]) -> DataFrame:

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("name", nargs="?", help="the segment (count, export)")
     segment.add_argument("--date", type=_date, default=None, help="snapshot date (default: the newest with segments)")
     segment.add_argument("--out", default=None, metavar="PATH", help="export: write here (.csv or .jsonl; default: CSV on stdout)")
+    segment.add_argument("--where", default=None, metavar="RULE",
+                         help="count: users matching an ad-hoc rule over the bitmap tags instead of a segment, "
+                              "e.g. \"vip_tier == 'vip' and lifecycle_stage != 'new'\"")
 
     tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
     tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
@@ -247,7 +250,9 @@ def cmd_segment(args) -> int:
     conf = _conf(args)
     book = load_book(conf)  # refuses a bad rule in conf with its segment and fault
     catalog = Catalog(args.lake, conf)
-    if args.action in ("count", "export"):
+    if args.where and (args.action != "count" or args.name):
+        raise ValueError("--where counts an ad-hoc rule: use it with `segment count` and no segment name")
+    if args.action in ("count", "export") and not args.where:
         if not args.name:
             raise ValueError(f"segment {args.action} needs a segment name; declared segments: {', '.join(book.names())}")
         book.segment(args.name)
@@ -260,6 +265,8 @@ def cmd_segment(args) -> int:
         for segment in book.segments:
             members = stored.get(segment.name)
             print(f"{segment.name:<26} {'-' if members is None else f'{members:,}':>10}  {segment.description}")
+    elif args.action == "count" and args.where:
+        print(bitmaps.count_where(catalog, dt, args.where, book))
     elif args.action == "count":
         print(bitmaps.counts(catalog, dt, args.name)[args.name])
     elif args.action == "export":

@@ -233,6 +233,7 @@ class SegmentBook:
     distribution_tags: list[str]
     transition_tags: list[str]
     threshold_sources: dict[str, str] = field(default_factory=dict)
+    bitmap_tags: list[str] = field(default_factory=list)
 
     @classmethod
     def compile(cls, declarations: dict, snapshot_tags: set[str], chosen: dict[str, float] | None = None) -> SegmentBook:
@@ -260,7 +261,7 @@ class SegmentBook:
         if RESERVED in {s.name for s in segments}:
             raise SegmentRuleError(f"segment {RESERVED}: the name is reserved for the whole snapshot")
         analysis = declarations.get("analysis") or {}
-        for key in ("distribution_tags", "transition_tags"):
+        for key in ("distribution_tags", "transition_tags", "bitmap_tags"):
             unknown = [t for t in analysis.get(key) or () if t not in tags]
             if unknown:
                 raise SegmentRuleError(f"analysis {key}: unknown tag {', '.join(map(repr, unknown))}")
@@ -269,6 +270,7 @@ class SegmentBook:
         return cls(
             thresholds, computed, bands, derived, segments,
             list(analysis.get("distribution_tags") or ()), list(analysis.get("transition_tags") or ()), sources,
+            list(analysis.get("bitmap_tags") or ()),
         )
 
     def segment(self, name: str) -> Segment:

@@ -173,6 +173,31 @@ def test_cli_serves_counts_exports_and_report_without_spark(lake, capsys):
     assert "entered" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "rule, users",
+    [
+        ("vip_tier == 'vip'", 1),  # u01
+        ("lifecycle_stage in ('new', 'old')", 12),
+        ("not vip", 1),  # u03: a null tier is unknown, so neither vip nor not vip (as in SQL)
+        ("vip or lifecycle_stage == 'potential'", 4),  # u01 u02 u05 u14
+        ("likely_to_churn and not vip", 1),  # u03 (0.95, regular)
+        ("lifecycle_stage != 'old' and churn_band == 'unknown'", 3),  # u04 u05 u14
+    ],
+)
+def test_ad_hoc_counts_from_tag_value_bitmaps(lake, capsys, rule, users):
+    catalog, _, _ = lake
+    assert main(["segment", "count", "--where", rule, "--date", str(D), "--lake", catalog.lake]) == 0
+    assert capsys.readouterr().out.strip() == str(users)
+
+
+def test_ad_hoc_count_errors_name_the_fault(lake, capsys):
+    catalog, _, _ = lake
+    assert main(["segment", "count", "--where", "vip_teir == 'vip'", "--lake", catalog.lake]) == 1
+    assert "unknown tag 'vip_teir' (did you mean 'vip_tier'?)" in capsys.readouterr().err
+    assert main(["segment", "count", "--where", "vip_tier == lifecycle_stage", "--lake", catalog.lake]) == 1
+    assert "compare vip_tier with a quoted value" in capsys.readouterr().err
+
+
 def test_rerun_of_d_replaces_only_d(lake, spark):
     catalog, _, _ = lake
     from deltalake import DeltaTable
