@@ -93,8 +93,9 @@ def render(row: dict) -> dict:
 def _social(row: dict) -> dict:
     addresses = {
         f"常用地址{n}": {
-            "地理名称": a["place_name"], "经纬度": f"{a['lat']},{a['lon']}",
-            "类型": POI.get(a["poi_type"], a["poi_type"]), "次数": a["uses"],
+            "地理名称": a.get("place_name"),
+            "经纬度": None if a.get("lat") is None or a.get("lon") is None else f"{a['lat']},{a['lon']}",
+            "类型": POI.get(a.get("poi_type"), a.get("poi_type")), "次数": a.get("uses"),
         }
         for n, a in enumerate(row.get("common_addresses") or [], start=1)
     }

@@ -52,18 +52,24 @@ def rows_of(spark, lake: str, table: str, dt: date | None = None) -> dict:
     return {r["user_id"]: r.asDict(recursive=True) for r in df.collect()}
 
 
+#: D2's sub-profile rows that differ from the defaults: u1 spends more and has an office address
+#: without a place name; u3's models could not run (null tags).
+D2_CHANGES = {
+    "profile.consumption": {"u1": {"spend_30d": 260.0, "vip_tier": "vip", "orders_30d": 5}},
+    "profile.social": {"u1": {"common_address_count": 1, "common_addresses": [
+        {"address_id": "a1", "place_name": None, "lat": 31.23, "lon": 121.47, "poi_type": "office", "uses": 3, "last_used_dt": D2}]}},
+    "profile.model_tags": {"u3": {"p_male": None, "model_versions": {}}},
+}
+
+
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    """u1..u3 known on D1, u4 joins on D2; u1 spends more on D2; u3's model tags could not run (null)."""
+    """u1..u3 known on D1, u4 joins on D2 (D2_CHANGES)."""
     lake = str(tmp_path_factory.mktemp("master") / "lake")
     land_users(spark, lake, D1, "u1", "u2", "u3")
     land_users(spark, lake, D2, "u4")
-    no_models = {"u3": {"p_male": None, "model_versions": {}}}
-    write_sub_profiles(spark, lake, D1, ["u1", "u2", "u3"], {"profile.model_tags": no_models})
-    write_sub_profiles(spark, lake, D2, ["u1", "u2", "u3", "u4"], {
-        "profile.consumption": {"u1": {"spend_30d": 260.0, "vip_tier": "vip", "orders_30d": 5}},
-        "profile.model_tags": no_models,
-    })
+    write_sub_profiles(spark, lake, D1, ["u1", "u2", "u3"], {"profile.model_tags": D2_CHANGES["profile.model_tags"]})
+    write_sub_profiles(spark, lake, D2, ["u1", "u2", "u3", "u4"], D2_CHANGES)
     master(spark, lake, D1)
     master(spark, lake, D2)
     return lake
@@ -94,11 +100,8 @@ def test_rerunning_a_date_gives_the_same_tables(spark, lake):
 def test_a_changed_sub_profile_row_updates_that_user_only(spark, lake):
     before = rows_of(spark, lake, "gold.profile")
     snapshot_d1 = rows_of(spark, lake, "gold.profile_snapshot", D1)
-    write_sub_profiles(spark, lake, D2, ["u1", "u2", "u3", "u4"], {
-        "profile.consumption": {"u1": {"spend_30d": 260.0, "vip_tier": "vip", "orders_30d": 5}},
-        "profile.behavior": {"u2": {"activity_tag": "silent", "logins_30d": 0}},  # the corrected row
-        "profile.model_tags": {"u3": {"p_male": None, "model_versions": {}}},
-    })
+    corrected = {"profile.behavior": {"u2": {"activity_tag": "silent", "logins_30d": 0}}}
+    write_sub_profiles(spark, lake, D2, ["u1", "u2", "u3", "u4"], {**D2_CHANGES, **corrected})
     master(spark, lake, D2)
     after = rows_of(spark, lake, "gold.profile")
     changed = {u for u in after if after[u] != before[u]}
@@ -123,6 +126,7 @@ def test_show_follows_the_json_schema_for_any_date(spark, lake):
     assert latest["快照日期"] == str(D2) and latest["消费"]["消费标签"] == "VIP用户" and latest["消费"]["30天内消费金额"] == "260元"
     assert latest["性别"] == {"自填": "女", "推断": {"性别": "女", "男性概率": 0.1}}
     assert set(latest["产品线"]) == set(LINES)
+    assert latest["社会属性"]["常用地址"] == {"常用地址1": {"地理名称": None, "经纬度": "31.23,121.47", "类型": "商业区", "次数": 3}}
     older = read_profile(spark, lake, CONF, "u1", dt=D1)
     validator.validate(older)
     assert older["消费"]["30天内消费金额"] == "80元"
