@@ -1,4 +1,4 @@
-"""The ``portrait`` command: generate, run, rerun, show, evaluate, tables.
+"""The ``portrait`` command: generate, run, rerun, show, export, evaluate, segment, tables.
 
 Errors are one clear line on stderr and a non-zero exit (1 for data or gate
 failures, 2 for usage), never a stack trace; ``--debug`` shows the trace.
@@ -55,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--date", type=_date, required=True)
     rerun.add_argument("--from", dest="from_stage", default=None)
 
-    show = commands.add_parser("show", parents=[shared, engine], help="print a user's latest profile as JSON")
+    show = commands.add_parser("show", parents=[shared, engine], help="print a user's master profile as JSON (latest snapshot or --date)")
     show.add_argument("user_id", nargs="?")
     show.add_argument("--sample", action="store_true", help="show some user with orders")
     show.add_argument("--date", type=_date, default=None)
+
+    export = commands.add_parser("export", parents=[shared, engine], help="write every user's profile as JSON lines")
+    export.add_argument("--date", type=_date, default=None, help="snapshot date (default: the latest)")
+    export.add_argument("--out", default=None, metavar="PATH", help="output file (default: {lake}/exports/profile-{date}.jsonl)")
 
     evaluate = commands.add_parser("evaluate", parents=[shared, engine], help="score a snapshot's model tags against a generated lake's truth")
     evaluate.add_argument("--date", type=_date, required=True)
@@ -70,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=7)
     bench.add_argument("--engine", choices=["sail", "spark"], default="sail")
     bench.add_argument("--json", dest="json_path", default=None, help="also write the figures here (default: {lake}/bench.json)")
+
+    segment = commands.add_parser("segment", parents=[shared], help="audiences of conf/segments.yaml: list, count, export, report")
+    segment.add_argument("action", choices=["list", "count", "export", "report"])
+    segment.add_argument("name", nargs="?", help="the segment (count, export)")
+    segment.add_argument("--date", type=_date, default=None, help="snapshot date (default: the newest with segments)")
+    segment.add_argument("--out", default=None, metavar="PATH", help="export: write here (.csv or .jsonl; default: CSV on stdout)")
+    segment.add_argument("--where", default=None, metavar="RULE",
+                         help="count: users matching an ad-hoc rule over the bitmap tags instead of a segment, "
+                              "e.g. \"vip_tier == 'vip' and lifecycle_stage != 'new'\"")
 
     tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
     tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
@@ -189,6 +202,20 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from portrait.lib import engine
+    from portrait.lib.profile import export_profiles
+
+    spark = engine.get_spark(args.engine, args.remote)
+    with _progress() as bar:
+        task = bar.add_task("rendering profiles", total=None)
+        path, lines, dt = export_profiles(
+            spark, args.lake, _conf(args), args.date, args.out, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    print(f"wrote {lines:,} profiles of {dt} to {path}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from portrait.lib import engine
     from portrait.lib.models.report import render, run_evaluation
@@ -212,6 +239,61 @@ def cmd_bench(args) -> int:
     out.write_text(json.dumps(report, indent=2))
     print(f"figures written to {out}")
     return 0
+
+
+def cmd_segment(args) -> int:
+    """Served from the bitmaps and memberships with delta-rs: no engine is started."""
+    from portrait.lib import bitmaps
+    from portrait.lib.segments import load_book
+    from portrait.lib.tables import Catalog
+
+    conf = _conf(args)
+    book = load_book(conf)  # refuses a bad rule in conf with its segment and fault
+    catalog = Catalog(args.lake, conf)
+    if args.where and (args.action != "count" or args.name):
+        raise ValueError("--where counts an ad-hoc rule: use it with `segment count` and no segment name")
+    if args.action in ("count", "export") and not args.where:
+        if not args.name:
+            raise ValueError(f"segment {args.action} needs a segment name; declared segments: {', '.join(book.names())}")
+        book.segment(args.name)
+    elif args.name:
+        raise ValueError(f"segment {args.action} takes no segment name")
+    dt = args.date or bitmaps.newest_date(catalog)
+    if args.action == "list":
+        stored = bitmaps.counts(catalog, dt)
+        print(f"segments on {dt}")
+        for segment in book.segments:
+            members = stored.get(segment.name)
+            print(f"{segment.name:<26} {'-' if members is None else f'{members:,}':>10}  {segment.description}")
+    elif args.action == "count" and args.where:
+        print(bitmaps.count_where(catalog, dt, args.where, book))
+    elif args.action == "count":
+        print(bitmaps.counts(catalog, dt, args.name)[args.name])
+    elif args.action == "export":
+        print(_export(bitmaps.member_ids(catalog, dt, args.name), args.name, dt, args.out), file=sys.stderr)
+    else:
+        from portrait.lib.segment_report import render
+
+        path, summary = render(catalog, dt)
+        print(summary)
+        print(f"chart written to {path}")
+    return 0
+
+
+def _export(user_ids: list[str], segment: str, dt: date, out: str | None) -> str:
+    """Write member ids as CSV (user_id header) or JSON lines (by the file's suffix); stdout without --out."""
+    as_json = bool(out) and out.endswith((".jsonl", ".json"))
+    if as_json:
+        lines = [json.dumps({"segment": segment, "user_id": u, "dt": str(dt)}) for u in user_ids]
+    else:
+        lines = ["user_id", *user_ids]
+    text = "\n".join(lines) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return f"{len(user_ids):,} members of {segment} on {dt}"
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return f"{len(user_ids):,} members of {segment} on {dt} written to {out}"
 
 
 def cmd_tables(args) -> int:
@@ -243,7 +325,7 @@ def cmd_rollback(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "evaluate": cmd_evaluate, "bench": cmd_bench, "tables": cmd_tables, "rollback": cmd_rollback}
+COMMANDS = {"generate": cmd_generate, "run": cmd_run, "rerun": cmd_run, "show": cmd_show, "export": cmd_export, "evaluate": cmd_evaluate, "bench": cmd_bench, "segment": cmd_segment, "tables": cmd_tables, "rollback": cmd_rollback}
 
 if __name__ == "__main__":
     sys.exit(main())

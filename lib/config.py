@@ -81,5 +81,9 @@ class Conf:
         return self.load("pipeline")
 
     @cached_property
+    def segments(self) -> dict:
+        return self.load("segments")
+
+    @cached_property
     def gates(self) -> dict:
         return self.load_dir("gates")

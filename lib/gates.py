@@ -36,6 +36,7 @@ from functools import cached_property
 from typing import Any
 
 from portrait.lib.config import Conf, ConfError
+from portrait.lib.tables import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,10 @@ COLUMN_ARGS = ("column", "column_A", "column_B", "column_list")
 #: How many offending values / rows a finding quotes.
 EXAMPLES = 3
 OBSERVED_MAX_CHARS = 400
-#: Placeholders in strings: {dt} {dt_start} {dt_end} {tz} and {conf:file.path.to.value};
+#: Placeholders in strings: {dt} {dt_start} {dt_end} {tz}, {conf:file.path.to.value} and
+#: {table:layer.name} (the published Delta table, for checks against another table);
 #: {batch} is left for GX. Doubled braces are not placeholders.
-_PLACEHOLDER = re.compile(r"(?<!\{)\{(conf:[^{}]+|[A-Za-z_]+)\}(?!\})")
+_PLACEHOLDER = re.compile(r"(?<!\{)\{((?:conf|table):[^{}]+|[A-Za-z_]+)\}(?!\})")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SQL_STRING = re.compile(r"'(?:[^'\\]|\\.)*'")
 
@@ -225,8 +227,8 @@ def _canonical(name) -> str:
     return name if "_" in name else re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
-def table_checks(conf: Conf, table: str, dt: date) -> list[Check]:
-    """The checks declared for ``table``, resolved for run date ``dt``."""
+def table_checks(conf: Conf, table: str, dt: date, lake: str = ".") -> list[Check]:
+    """The checks declared for ``table``, resolved for run date ``dt`` (``{table:...}`` in ``lake``)."""
     gates = conf.gates
     if table not in gates:
         raise ConfError(f"no gate is declared for {table} in {GATES_FILE} (gated tables: {', '.join(gates) or 'none'})")
@@ -234,7 +236,7 @@ def table_checks(conf: Conf, table: str, dt: date) -> list[Check]:
     if not isinstance(entries, list) or not entries:
         raise ConfError(f"{GATES_FILE} {table}: must be a non-empty list of expectations")
     placeholders = run_date_values(conf, _as_date(dt))
-    checks = [_parse_entry(conf, table, index, entry, placeholders) for index, entry in enumerate(entries, 1)]
+    checks = [_parse_entry(conf, table, index, entry, placeholders, lake) for index, entry in enumerate(entries, 1)]
     seen: dict[tuple[str, str], Check] = {}
     for check in checks:
         key = (check.expectation, check.label)
@@ -247,14 +249,14 @@ def table_checks(conf: Conf, table: str, dt: date) -> list[Check]:
     return checks
 
 
-def _parse_entry(conf: Conf, table: str, index: int, entry, placeholders: dict) -> Check:
+def _parse_entry(conf: Conf, table: str, index: int, entry, placeholders: dict, lake: str) -> Check:
     where = f"{GATES_FILE} {table}[{index}]"
     if not isinstance(entry, dict) or "expectation" not in entry:
         raise ConfError(f"{where}: each entry is a mapping with an `expectation:` key, got {entry!r}")
     expectation = _canonical(entry["expectation"])
     where = f"{where} ({expectation})"
     try:
-        resolved = _resolve(conf, entry, placeholders)
+        resolved = _resolve(conf, entry, placeholders, lake)
     except ConfError as exc:
         raise ConfError(f"{where}: {exc}") from None
     name = resolved.get("name")
@@ -300,29 +302,34 @@ def _parse_entry(conf: Conf, table: str, index: int, entry, placeholders: dict) 
     return check
 
 
-def _resolve(conf: Conf, value, placeholders: dict):
+def _resolve(conf: Conf, value, placeholders: dict, lake: str):
     """Replace ``{conf: path}`` mappings by the referenced value and fill string placeholders."""
     if isinstance(value, dict):
         if set(value) == {"conf"}:
             return resolve_reference(conf, value["conf"])
-        return {key: _resolve(conf, item, placeholders) for key, item in value.items()}
+        return {key: _resolve(conf, item, placeholders, lake) for key, item in value.items()}
     if isinstance(value, list):
-        return [_resolve(conf, item, placeholders) for item in value]
+        return [_resolve(conf, item, placeholders, lake) for item in value]
     if isinstance(value, str):
-        return _fill(conf, value, placeholders)
+        return _fill(conf, value, placeholders, lake)
     return value
 
 
-def _fill(conf: Conf, text: str, placeholders: dict) -> str:
+def _fill(conf: Conf, text: str, placeholders: dict, lake: str) -> str:
     def replace(match: re.Match) -> str:
         token = match.group(1)
         if token.startswith("conf:"):
             return _sql_text(resolve_reference(conf, token[len("conf:"):]))
+        if token.startswith("table:"):
+            try:
+                return f"delta.`{Catalog(lake, conf).spec(token[len('table:'):].strip()).path}`"
+            except KeyError as exc:
+                raise ConfError(f"placeholder {match.group(0)}: {exc.args[0]}") from None
         if token in placeholders:
             return placeholders[token]
         if token == "batch":
             return match.group(0)
-        known = ", ".join("{" + k + "}" for k in [*placeholders, "batch", "conf:file.key"])
+        known = ", ".join("{" + k + "}" for k in [*placeholders, "batch", "conf:file.key", "table:layer.name"])
         raise ConfError(f"unknown placeholder {match.group(0)} in {text!r} (known: {known})")
 
     return _PLACEHOLDER.sub(replace, text)
@@ -340,7 +347,7 @@ def check_declarations(conf: Conf | None = None, dt: date | None = None) -> list
     dt = dt or date(2026, 1, 1)
     problems = []
     for table in conf.gates:
-        declared = (conf.tables.get(table) or {}).get("columns")
+        declared = Catalog(".", conf).spec(table).columns if table in conf.tables else None
         if declared is None:
             problems.append(f"{GATES_FILE} {table}: gates a table that is not declared in conf/tables")
             continue
@@ -508,8 +515,10 @@ class GateReport:
         ]
 
 
-def run_gate(spark, table_name: str, df, dt, conf: Conf | None = None, gate_name: str | None = None) -> GateReport:
+def run_gate(spark, table_name: str, df, dt, conf: Conf | None = None, gate_name: str | None = None, lake: str = ".") -> GateReport:
     """Validate ``df`` (the new rows of one run) against the gate declared for ``table_name``.
+
+    ``lake`` holds the published tables a ``{table:...}`` placeholder reads.
 
     Raises ConfError for a gate that is not declared, an unknown expectation,
     bad arguments or a column ``df`` does not have; data problems never raise
@@ -518,7 +527,7 @@ def run_gate(spark, table_name: str, df, dt, conf: Conf | None = None, gate_name
     conf = conf or Conf()
     dt = _as_date(dt)
     gate = gate_name or table_name.split(".")[0]
-    checks = table_checks(conf, table_name, dt)
+    checks = table_checks(conf, table_name, dt, lake)
     present = set(df.columns)
     for check in checks:
         missing = [c for c in check.columns if c not in present]

@@ -103,7 +103,7 @@ class Catalog:
         return TableSpec(
             name=name,
             layer=name.split(".")[0],
-            columns=dict(decl["columns"]),
+            columns=self._columns(name, decl),
             description=decl.get("description", ""),
             partition_by=partition_by,
             key=tuple(decl.get("key") or ()),
@@ -111,6 +111,17 @@ class Catalog:
             newer_by=decl.get("newer_by"),
             lake=self.lake,
         )
+
+    def _columns(self, name: str, decl: dict) -> dict[str, str]:
+        """The declared columns, or those of the table named by ``columns_like`` (one list, no twin)."""
+        like = decl.get("columns_like")
+        if like and "columns" in decl:
+            raise KeyError(f"table {name!r} declares both columns and columns_like; keep one")
+        if like:
+            if like == name or "columns_like" in self.declarations.get(like, {}):
+                raise KeyError(f"table {name!r}: columns_like must name a table with its own columns, not {like!r}")
+            return dict(self.spec(like).columns)
+        return dict(decl["columns"])
 
     def names(self) -> list[str]:
         return list(self.declarations)

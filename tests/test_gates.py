@@ -76,7 +76,7 @@ def test_every_declared_gate_matches_the_declared_tables():
     assert gates.check_declarations(CONF) == []
     for table in CONF.gates:
         assert table in CONF.tables, f"{table} is gated but not declared in conf/tables"
-        declared = CONF.tables[table]["columns"]
+        declared = Catalog(".", CONF).spec(table).columns  # columns_like resolved
         for check_ in gates.table_checks(CONF, table, DT):
             assert set(check_.columns) <= set(declared), check_.where
     wanted = {"silver.events", "silver.orders", "silver.order_items", "silver.users", "silver.addresses",
@@ -282,6 +282,9 @@ def test_mapping_references_and_class_names_in_gate_entries(spark, tmp_path):
          r"silver.orders\[1\] \(row_condition\): a row_condition needs a `name:`"),
         ({"expectation": "row_condition", "name": "x", "columns": ["ts"], "condition": "ts < timestamp '{dt_stop}'"},
          r"silver.orders\[1\] \(row_condition\): unknown placeholder \{dt_stop\}"),
+        ({"expectation": "unexpected_rows_expectation", "name": "x",
+          "unexpected_rows_query": "SELECT * FROM {batch} b LEFT ANTI JOIN {table:silver.userz} u USING (user_id)"},
+         r"silver.orders\[1\] \(unexpected_rows_expectation\): placeholder \{table:silver.userz\}: table 'silver.userz' is not declared"),
     ],
 )
 def test_bad_gate_entries_are_conf_errors_naming_the_entry(spark, tmp_path, entry, message):

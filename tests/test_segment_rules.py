@@ -1,9 +1,12 @@
 """Segment rules: what operators may write, and the errors for what they may not."""
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
-from portrait.lib.segments import SegmentRuleError, compile_rule, load_segments
+from portrait.lib.config import Conf
+from portrait.lib.segments import SegmentBook, SegmentRuleError, UnknownSegment, compile_rule, load_book, load_segments
 
 TAGS = {"vip", "churn_probability", "lifecycle_stage", "is_student", "days_since_last_order", "orders_30d"}
 THRESHOLDS = {"retention": 0.6}
@@ -51,3 +54,68 @@ def test_load_segments_stops_at_the_first_bad_rule():
     with pytest.raises(SegmentRuleError, match="segment broken: unknown tag 'vipp'"):
         load_segments(declarations, TAGS)
     assert [s.name for s in load_segments({"segments": {"ok": {"rule": "vip"}}}, TAGS)] == ["ok"]
+
+
+# --------------------------------------------------------------------------- the whole file: SegmentBook
+BOOK = {
+    "thresholds": {"retention": {"value": 0.5, "chosen_by": "ops.threshold_curve"}, "student": 0.5},
+    "computed_tags": {"office_peers_same_day": {"window_days": 30, "poi_type": "office"}},
+    "bands": {"churn_band": {"tag": "churn_probability", "edges": [0.2, 0.5]}},
+    "derived_tags": {"vip": "vip_tier in ('vip', 'super_vip')", "at_risk": "vip and churn_probability >= threshold('retention')"},
+    "segments": {
+        "vip_at_risk": {"rule": "at_risk", "description": "d"},
+        "back_to_school": {"rule": "p_student >= threshold('student')", "season": {"from": "08-15", "to": "09-30"}},
+        "winter": {"rule": "vip", "season": {"from": "12-01", "to": "02-28"}},
+        "groups": {"rule": "office_peers_same_day >= 5 and churn_band == 'unknown'"},
+    },
+    "analysis": {"distribution_tags": ["vip_tier", "churn_band"], "transition_tags": ["vip"]},
+}
+SNAPSHOT_TAGS = {"vip_tier", "churn_probability", "p_student"}
+
+
+def test_book_compiles_derived_tags_bands_and_chosen_thresholds():
+    book = SegmentBook.compile(BOOK, SNAPSHOT_TAGS, chosen={"retention": 0.37})
+    assert [t.name for t in book.derived] == ["vip", "at_risk"]
+    assert book.derived[1].sql == "((`vip_tier` IN ('vip', 'super_vip')) AND (`churn_probability` >= 0.37))"
+    assert book.segment("vip_at_risk").sql == book.derived[1].sql  # derived tags are inlined: the rule shows its thresholds
+    assert book.threshold_sources == {"retention": "ops.threshold_curve", "student": "conf"}
+    assert SegmentBook.compile(BOOK, SNAPSHOT_TAGS).thresholds["retention"] == 0.5
+    assert book.bands[0].sql == (
+        "CASE WHEN `churn_probability` IS NULL THEN 'unknown' WHEN `churn_probability` < 0.2 THEN '<0.2' "
+        "WHEN `churn_probability` < 0.5 THEN '0.2-0.5' ELSE '>=0.5' END"
+    )
+    school, winter = book.segment("back_to_school"), book.segment("winter")
+    assert school.sql_on(date(2026, 9, 1)) == "(`p_student` >= 0.5)" and school.sql_on(date(2026, 10, 1)) == "FALSE"
+    assert winter.in_season(date(2026, 1, 10)) and winter.in_season(date(2026, 12, 1)) and not winter.in_season(date(2026, 3, 1))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"derived_tags": {"vip": "vip_teir == 'vip'"}}, "segment vip: unknown tag 'vip_teir' (did you mean 'vip_tier'?)"),
+        ({"derived_tags": {"vip_tier": "true"}}, "derived tag vip_tier: already a tag of the snapshot"),
+        ({"bands": {"b": {"tag": "churn", "edges": [0.5]}}}, "band b: unknown tag 'churn'"),
+        ({"bands": {"b": {"tag": "churn_probability", "edges": [0.5, 0.2]}}}, "band b: edges must be increasing"),
+        ({"thresholds": {"retention": "high"}}, "threshold retention: needs a number"),
+        ({"segments": {"s": {"rule": "vip", "season": {"from": "13-01", "to": "09-30"}}}}, "segment s: season needs from/to as MM-DD"),
+        ({"segments": {"all_users": {"rule": "vip"}}}, "segment all_users: the name is reserved"),
+        ({"segments": {"s": "vip"}}, "segment s: needs `rule:` (a string), got 'vip'"),
+        ({"analysis": {"distribution_tags": ["tier"]}}, "analysis distribution_tags: unknown tag 'tier'"),
+        ({"segments": {"s": {"rule": "vip and p_student > threshold('teen')"}}}, "segment s: unknown threshold 'teen' (declared: retention, student)"),
+    ],
+)
+def test_book_refuses_bad_declarations(change, message):
+    with pytest.raises(SegmentRuleError) as caught:
+        SegmentBook.compile({**BOOK, **change}, SNAPSHOT_TAGS)
+    assert str(caught.value).startswith(message)
+
+
+def test_unknown_segment_names_the_declared_ones():
+    with pytest.raises(UnknownSegment, match=r"unknown segment 'vip_at_rsk' \(did you mean 'vip_at_risk'\?\); declared segments: vip_at_risk, back_to_school, winter, groups"):
+        SegmentBook.compile(BOOK, SNAPSHOT_TAGS).segment("vip_at_rsk")
+
+
+def test_the_repository_segments_compile_against_the_master_profile():
+    book = load_book(Conf())
+    assert {"vip_at_risk", "new_user_no_repeat", "students_back_to_school", "potential_users", "group_order_candidates"} <= set(book.names())
+    assert all(segment.description and segment.reason for segment in book.segments)
