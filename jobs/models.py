@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from threadpoolctl import threadpool_limits
 
 from portrait.jobs.subprofiles import SilverAsOf, run_behavior, run_consumption
 from portrait.lib.models import bgnbd, churn, evaluate, gender, load_settings, occupation, registry, sensitivity, taste, threshold
@@ -53,7 +54,7 @@ class Inputs:
     users: pd.DataFrame  # user_id, name, gender
     purchases: pd.DataFrame  # user_id, dt, address_id, coupon_amount: orders that count, all history
     items: pd.DataFrame  # user_id, category, price, qty: salad lines of the last taste/sensitivity window
-    events: pd.DataFrame  # user_id, event_type, category: salad browsing of the taste window
+    events: pd.DataFrame  # user_id, event_type, category, n: salad browsing of the taste window, counted per kind
     addresses: pd.DataFrame  # address_id, poi_type
 
     @classmethod
@@ -71,7 +72,8 @@ class Inputs:
             purchases=silver.orders().select("user_id", "dt", "address_id", "coupon_amount").toPandas(),
             items=silver.order_items(since=dt - timedelta(days=item_days - 1))
             .where(F.col("category").isin(*categories)).select("user_id", "category", "price", "qty", "dt").toPandas(),
-            events=events.select("user_id", "event_type", "category").toPandas(),
+            # counted on the engine: millions of views become a row per user, kind and category
+            events=events.groupBy("user_id", "event_type", "category").agg(F.count(F.lit(1)).alias("n")).toPandas(),
             addresses=silver.addresses().select("address_id", "poi_type").toPandas(),
         )
 
@@ -85,7 +87,8 @@ def run(ctx: RunContext) -> list[Output]:
     skipped: dict[str, str] = {}
     for name, fit_and_score in DAILY_MODELS.items():
         try:
-            scores = fit_and_score(ctx, settings, inputs)
+            with threadpool_limits(settings["driver_threads"]):
+                scores = fit_and_score(ctx, settings, inputs)
         except ValueError as exc:  # the library's "nothing to learn from": the tags stay null
             skipped[name] = str(exc)
             log.warning("model %s skipped for %s: %s", name, ctx.dt, exc)

@@ -396,6 +396,15 @@ def _import_gx():
     return gx
 
 
+def preload() -> None:
+    """Import Great Expectations in a background thread while the stage's job runs.
+
+    The import takes seconds; the job mostly waits on the engine, so the two
+    overlap and the gate finds GX loaded. Importing it again is then free.
+    """
+    threading.Thread(target=_import_gx, name="portrait-gx-import", daemon=True).start()
+
+
 def _gx_for(spark) -> _GX:
     """The process's GX context, with a Spark data source bound to ``spark`` (cached)."""
     global _state

@@ -288,6 +288,9 @@ def run_stage(ctx: RunContext, stage_name: str) -> StageResult:
     ctx.stage = stage.name
     shutil.rmtree(ctx.staging_dir, ignore_errors=True)
     started = time.perf_counter()
+    from portrait.lib import gates
+
+    gates.preload()  # the gate's import overlaps the job
     outputs = job(ctx)
     versions = publish(ctx, stage.name, outputs)
     seconds = time.perf_counter() - started

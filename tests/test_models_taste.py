@@ -29,6 +29,15 @@ def test_signal_matrix_weights_each_signal_per_category():
     assert matrix.loc["v"][matrix.loc["v"] > 0].to_dict() == {"order:seafood": 1.0}
 
 
+def test_events_counted_per_kind_give_the_same_matrix_as_one_row_per_event():
+    """The stage counts browsing on the engine (a row per user, kind and category) before it reaches pandas."""
+    items, events, _ = simulate(60, np.random.default_rng(5))
+    counted = events.groupby(["user_id", "event_type", "category"]).size().rename("n").reset_index()
+    one_per_event = taste.signal_matrix(items, events, CATEGORIES, SETTINGS["signals"])
+    assert len(counted) < len(events)
+    pd.testing.assert_frame_equal(taste.signal_matrix(items, counted, CATEGORIES, SETTINGS["signals"]), one_per_event)
+
+
 def simulate(users: int, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Users with a true taste (Dirichlet): orders follow it closely, browsing loosely, as in the generator."""
     true = pd.DataFrame(rng.dirichlet(np.full(len(CATEGORIES), 0.7), users), columns=CATEGORIES,

@@ -25,20 +25,21 @@ def signal_matrix(order_items: pd.DataFrame, events: pd.DataFrame, categories: l
     """Weighted counts per user (index) and ``signal:category`` column.
 
     ``order_items``: user_id, category, qty of the purchases that count;
-    ``events``: user_id, event_type, category. ``weights`` names the signals
+    ``events``: user_id, event_type, category, one row per event or, with a
+    count column ``n``, per kind of event. ``weights`` names the signals
     (``order`` and event types such as ``add_cart``, ``view``) and what one
     unit of each counts for.
     """
     bought = pd.DataFrame({"user_id": order_items["user_id"], "category": order_items["category"],
                            "signal": ORDER, "units": order_items["qty"].astype(float)})
     browsed = events[events["event_type"].isin([s for s in weights if s != ORDER])]
-    browsed = pd.DataFrame({"user_id": browsed["user_id"], "category": browsed["category"],
-                            "signal": browsed["event_type"], "units": 1.0})
+    browsed = pd.DataFrame({"user_id": browsed["user_id"], "category": browsed["category"], "signal": browsed["event_type"],
+                            "units": browsed["n"].astype(float) if "n" in browsed else 1.0})
     units = pd.concat([bought, browsed], ignore_index=True)
     units = units[units["category"].isin(categories) & units["user_id"].notna()]
     units = units.assign(units=units["units"] * units["signal"].map(weights).astype(float),
                          column=units["signal"].astype(str) + ":" + units["category"].astype(str))
-    matrix = units.pivot_table(index="user_id", columns="column", values="units", aggfunc="sum", fill_value=0.0)
+    matrix = units.groupby(["user_id", "column"])["units"].sum().unstack(fill_value=0.0)
     return matrix.reindex(columns=[f"{s}:{c}" for s in weights for c in categories], fill_value=0.0).astype(float)
 
 
