@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -9,7 +11,9 @@ import pytest
 from scipy import special
 from sklearn.metrics import roc_auc_score
 
-from portrait.lib.models import gender
+from portrait.lib.config import Conf
+from portrait.lib.generate import DirtRates, generate, read_truth
+from portrait.lib.models import gender, load_settings
 from portrait.lib.models.gender import GenderModel
 
 COMPOUND = frozenset({"欧阳", "司马", "诸葛", "上官"})
@@ -108,3 +112,51 @@ def test_model_round_trips_through_json(register):
     again = GenderModel.from_dict(json.loads(json.dumps(model.to_dict(), ensure_ascii=False)))
     probe = names("国庆", "婷婷", "爱华")
     np.testing.assert_allclose(gender.p_male(again, probe, COMPOUND), gender.p_male(model, probe, COMPOUND))
+
+
+SEED_NAMES = ["国庆", "利民", "婷婷", "莹莹", "爱华"]
+
+
+@pytest.fixture(scope="module")
+def generated_users(tmp_path_factory):
+    """4,000 users of the generator (names drawn per true gender from the register), as they land, with the truth."""
+    lake = tmp_path_factory.mktemp("gender_lake")
+    generate(lake, users=4000, days=1, seed=3, end_date=date(2026, 9, 30), dirt=DirtRates(**{f.name: 0.0 for f in fields(DirtRates)}))
+    lines = [json.loads(line) for part in sorted((lake / "landing" / "users").rglob("*.jsonl")) for line in part.open(encoding="utf-8")]
+    users = pd.DataFrame(lines)[["user_id", "name", "gender"]]
+    return users.merge(read_truth(lake)[["user_id", "true_gender"]], on="user_id")
+
+
+def bayes_p_male(register: pd.DataFrame, given: str, share_of_men: float) -> float:
+    """P(male | given name) in a world drawing each character from the register's per-gender frequencies."""
+    table = register.set_index("char")
+    male = np.prod([table.loc[c, "male"] / register["male"].sum() for c in given])
+    female = np.prod([table.loc[c, "female"] / register["female"].sum() for c in given])
+    return share_of_men * male / (share_of_men * male + (1 - share_of_men) * female)
+
+
+def test_the_stage_model_on_generated_users(generated_users, register):
+    """Trained as the model stage trains it (conf settings, the register as prior) on the generator's users.
+
+    Seed names come out where the generated world puts them: 国庆 strongly male,
+    婷婷/莹莹 strongly female, 利民 and 爱华 at the Bayes posterior of a world
+    whose names are drawn character by character from ngender's register with
+    the generator's 45 % men - 0.85 and 0.20. (ngender's own 0.93 and 0.38 use
+    its register's two-thirds men as the prior; the seed's 爱华 0.55 is the two
+    characters' register odds multiplied, which counts that prior twice.)
+    """
+    settings = load_settings(Conf())["gender"]
+    surnames = frozenset(settings["compound_surnames"])
+    train, test = generated_users.iloc[:2000], generated_users.iloc[2000:]
+    model = gender.train(train["name"], train["gender"], surnames, settings["smoothing"], register, settings["prior_weight"])
+    p = gender.p_male(model, test["name"], surnames)
+    assert roc_auc_score(test["true_gender"] == "M", p) >= 0.90
+    unreported = test["gender"].isna().to_numpy()
+    assert roc_auc_score(test.loc[unreported, "true_gender"] == "M", p[unreported]) >= 0.88
+
+    seed = dict(zip(SEED_NAMES, gender.p_male(model, names(*SEED_NAMES), surnames)))
+    assert seed["国庆"] >= 0.9 and seed["婷婷"] <= 0.1 and seed["莹莹"] <= 0.1
+    share_of_men = (generated_users["true_gender"] == "M").mean()
+    for name in ("利民", "爱华"):
+        assert seed[name] == pytest.approx(bayes_p_male(register, name, share_of_men), abs=0.05), name
+    assert min(seed, key=lambda n: abs(seed[n] - 0.5)) == "爱华"  # the least certain of the seed's names
