@@ -96,8 +96,8 @@ def fit(frequency, recency, age, penalty: float = 0.0) -> tuple[BGNBDParams, flo
     mean age (a rate of one purchase per mean age: scale-free). On a short
     history few customers have had time to drop out, so the likelihood is
     flat in the drop-out parameters and the pure maximum runs off to a -> 0,
-    b, r, alpha -> infinity, where the closed forms lose their meaning
-    (expected purchases overflow). The penalty is a weak Gaussian prior on the
+    b -> infinity (on a few days r, alpha -> infinity too), where the closed
+    forms lose their meaning (expected purchases NaN or negative). The penalty is a weak Gaussian prior on the
     log-parameters (like the lifetimes library's ``penalizer_coef``): with a
     few months of orders the data outweigh it, on a few weeks it keeps the
     parameters where the model still means something.

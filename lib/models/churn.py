@@ -4,13 +4,13 @@ Supervised, from the sub-profiles: the features of a user at snapshot date S
 are the sub-profile columns listed in conf/models.yaml (the sliced windows
 30-20, 20-10 and last 10 days show a decline better than one 30-day window,
 plus bad reviews, refunds, app opens, delivery waits and, with a year of
-snapshots, the season); the
-label is 1 when the user, a customer at S, places no order that counts in
-(S, S + N]. Past snapshots give (features, label) pairs; the model is trained
-on earlier snapshots and judged on a later one whose label it could not have
-seen, as it will be used. Gradient boosting on the driver, calibrated so the
-output reads as a probability; scoring is pure pandas, and distributed over a
-Spark DataFrame with mapInPandas.
+snapshots, the season); the label is 1 when the user, a customer at S,
+places no order that counts in (S, S + N]. Past snapshots give (features,
+label) pairs; the model is trained on earlier snapshots and judged on a later
+one whose label it could not have seen, as it will be used. Gradient
+boosting on the driver, calibrated so the output reads as a probability;
+scoring is pure pandas, and distributed over a Spark DataFrame with
+mapInPandas.
 """
 from __future__ import annotations
 
