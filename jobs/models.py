@@ -148,7 +148,7 @@ def fit_gender(ctx: RunContext, settings: dict, inputs: Inputs) -> pd.DataFrame:
     conf = settings["gender"]
     surnames = frozenset(conf["compound_surnames"])
     model = gender.train(inputs.users["name"], inputs.users["gender"], surnames, conf["smoothing"],
-                         gender.charfreq_prior(), conf["prior_weight"])
+                         gender.charfreq_prior(), conf["prior_weight"], conf["name_weight"], conf["min_name_users"])
     labelled = int(inputs.users["gender"].isin([gender.MALE, gender.FEMALE]).sum())
     _register(ctx, "gender", {**model.to_dict(), "labelled_users": labelled}, ctx.dt)
     return pd.DataFrame({"user_id": inputs.users["user_id"], "p_male": gender.p_male(model, inputs.users["name"], surnames)})
