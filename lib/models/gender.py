@@ -91,8 +91,10 @@ def train(
     only: a register's share of men says how it was compiled, not who our
     users are (ngender's register is two-thirds male characters, which made
     P(male) 0.12 too high on average on generated users with 46 % men).
-    Given names of at least ``min_name_users`` labelled users keep their
-    counts for the whole-name back-off of :func:`p_male` (``name_weight`` k).
+    Given names of two characters or more and at least ``min_name_users``
+    labelled users keep their counts for the whole-name back-off of
+    :func:`p_male` (``name_weight`` k); a one-character name is its character,
+    whose users the character counts already hold.
     """
     labelled = pd.DataFrame({"name": names.to_numpy(), "gender": genders.to_numpy()})
     labelled = labelled[labelled["gender"].isin([MALE, FEMALE])]
@@ -108,7 +110,7 @@ def train(
         raise ValueError("no characters to learn from: no user with a reported gender and no prior")
     log_p = np.log(counts + smoothing) - np.log(counts.sum() + smoothing * len(counts))
     men, women = (labelled["gender"] == MALE).sum(), (labelled["gender"] == FEMALE).sum()
-    per_name = _counts_by_gender(labelled[labelled["given"] != ""], "given")
+    per_name = _counts_by_gender(labelled[labelled["given"].str.len() >= 2], "given")
     per_name = per_name[per_name.sum(axis=1) >= min_name_users]
     return GenderModel(
         log_prior_odds=float(np.log(men + smoothing) - np.log(women + smoothing)),
