@@ -136,11 +136,12 @@ def _window_start(ctx: RunContext, days: int) -> date:
 def fit_bgnbd(ctx: RunContext, settings: dict, inputs: Inputs) -> pd.DataFrame:
     """P(alive) and expected purchases from every customer's purchase days up to D."""
     summary = bgnbd.customer_summary(inputs.purchases, ctx.dt)
-    params, log_likelihood = bgnbd.fit(summary["frequency"], summary["recency"], summary["age"])
+    penalty = settings["bgnbd"]["penalty"]
+    params, log_likelihood = bgnbd.fit(summary["frequency"], summary["recency"], summary["age"], penalty)
     scores = bgnbd.score(params, summary, settings["bgnbd"]["horizon_days"])
     if not (scores["p_alive"].between(0, 1).all() and (scores["expected_purchases"] >= 0).all()):  # NaN fails too
         raise ValueError(f"the BG/NBD fit on {len(summary)} customers is degenerate ({params}): too little order history")
-    _register(ctx, "bgnbd", params.to_dict(), min(inputs.purchases["dt"]),
+    _register(ctx, "bgnbd", {**params.to_dict(), "penalty": penalty}, min(inputs.purchases["dt"]),
               {"log_likelihood": log_likelihood, "customers": float(len(summary))})
     return scores.rename(columns={"expected_purchases": "expected_purchases_30d"})
 
@@ -150,7 +151,7 @@ def fit_gender(ctx: RunContext, settings: dict, inputs: Inputs) -> pd.DataFrame:
     conf = settings["gender"]
     surnames = frozenset(conf["compound_surnames"])
     model = gender.train(inputs.users["name"], inputs.users["gender"], surnames, conf["smoothing"],
-                         gender.charfreq_prior(), conf["prior_weight"])
+                         gender.charfreq_prior(), conf["prior_weight"], conf["name_weight"], conf["min_name_users"])
     labelled = int(inputs.users["gender"].isin([gender.MALE, gender.FEMALE]).sum())
     _register(ctx, "gender", {**model.to_dict(), "labelled_users": labelled}, ctx.dt)
     return pd.DataFrame({"user_id": inputs.users["user_id"], "p_male": gender.p_male(model, inputs.users["name"], surnames)})
@@ -254,11 +255,10 @@ def train_churn(ctx: RunContext, settings: dict, purchases: pd.DataFrame, snapsh
     conf = settings["churn"]
     features = pd.concat([customer_features(ctx, conf, s).toPandas() for s in snapshots], ignore_index=True)
     rows = churn.training_set(features, purchases[["user_id", "dt"]], conf["horizon_days"], ctx.dt)
-    columns = churn.feature_columns(conf)
     train, holdout = churn.time_split(rows, conf["horizon_days"])
-    trial = churn.train(train, columns, conf["horizon_days"], conf)
+    trial = churn.train(train, churn.feature_columns(conf, train["dt"].unique()), conf["horizon_days"], conf)
     metrics = evaluate.binary_metrics(holdout[churn.LABEL], churn.score(trial, holdout), conf["label_threshold"])
-    model = churn.train(rows, columns, conf["horizon_days"], conf)
+    model = churn.train(rows, churn.feature_columns(conf, rows["dt"].unique()), conf["horizon_days"], conf)
     holdout_dt = holdout["dt"].iloc[0]
     params = {**model.params(), "snapshots": [str(s) for s in snapshots], "training_rows": len(rows), "holdout_snapshot": str(holdout_dt)}
     _register(ctx, "churn", params, min(snapshots), metrics, fitted=model, train_end=max(snapshots), metrics_dt=holdout_dt)

@@ -11,10 +11,11 @@ The file layout, fields, types and value sets come from ``conf/landing.yaml``
 (the contract); this module only knows what the business means by them.
 
 Streaming and determinism: users are simulated in fixed blocks of
-``BLOCK_USERS``; each block has its own random stream (``SeedSequence(seed,
-spawn_key=(1, block))``) and its own id ranges, so its records do not depend on
-which other blocks are in memory. A chunk of blocks is written as one part
-file per (source, landing date), lines ordered by (landing date, block, ts):
+``BLOCK_USERS``; each block has its own random streams (``SeedSequence(seed,
+spawn_key=(1, block))``, and ``(2, block)`` for the whole given names) and its
+own id ranges, so its records do not depend on which other blocks are in
+memory. A chunk of blocks is written as one part file per (source, landing
+date), lines ordered by (landing date, block, ts):
 concatenating the parts of a folder gives the same lines whatever
 ``chunk_users`` is. Lines are serialized with vectorized Arrow string kernels,
 not one ``json.dumps`` per record.
@@ -68,6 +69,15 @@ MAX_ITEMS = 3
 OCCUPATIONS = ("white_collar", "student", "other")
 OCCUPATION_SHARES = (0.5, 0.2, 0.3)
 HOME, OFFICE, SCHOOL, OTHER = range(4)  # address slots, one poi_type each
+FEMALE_SHARE = 0.55
+# Common whole given names, equally common among themselves, with their share of men
+# (seed: 国庆 95 %, 爱华 55 %; the others rough). Real names are not drawn character by
+# character: these recur whole, and their own share of men is not what their characters say.
+COMMON_GIVEN_NAMES = {
+    "国庆": 0.95, "建国": 0.97, "志强": 0.98, "建华": 0.75, "爱华": 0.55, "文华": 0.55,
+    "春华": 0.45, "海燕": 0.03, "婷婷": 0.02, "秀英": 0.02, "丽娟": 0.02, "晓燕": 0.03,
+}
+COMMON_GIVEN_NAME_SHARE = 0.08  # of all users; everyone else's given name is drawn character by character
 SLOT_POI = ("residential", "office", "school", "other")
 CATEGORY_LABELS = {"vegetable": "蔬菜", "fruit": "水果", "seafood": "海鲜", "chicken": "鸡肉"}  # for search text
 GENERIC_QUERIES = ("沙拉", "轻食", "低卡", "减脂餐", "优惠套餐")
@@ -322,6 +332,24 @@ def _given_name_chars() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return table["char"].to_numpy(object), male / male.sum(), female / female.sum()
 
 
+def _whole_given_names(rng, female: np.ndarray) -> np.ndarray:
+    """A name of COMMON_GIVEN_NAMES per user drawn whole, or None (characters drawn one by one).
+
+    Each gender draws from the table with its own probability and mix, chosen
+    so that COMMON_GIVEN_NAME_SHARE of all users carry such a name, the names
+    are equally common and each name's share of men is the declared one. Its
+    own stream (not the block's) keeps every other trait and record as it was.
+    """
+    names = np.array(list(COMMON_GIVEN_NAMES), dtype=object)
+    men = np.array(list(COMMON_GIVEN_NAMES.values()))
+    of_men, of_women = men / men.sum(), (1 - men) / (1 - men).sum()
+    p_whole_man = COMMON_GIVEN_NAME_SHARE * men.mean() / (1 - FEMALE_SHARE)
+    p_whole_woman = COMMON_GIVEN_NAME_SHARE * (1 - men).mean() / FEMALE_SHARE
+    n = len(female)
+    drawn = np.where(female, rng.choice(names, n, p=of_women), rng.choice(names, n, p=of_men))
+    return np.where(rng.random(n) < np.where(female, p_whole_woman, p_whole_man), drawn, None)
+
+
 @lru_cache(maxsize=1)
 def _surnames() -> tuple[np.ndarray, np.ndarray]:
     pairs = [(entry[0], float(entry[1:])) for entry in SURNAMES.split()]
@@ -386,7 +414,7 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     """Latent traits of n users: who they are, what they like, how likely they are to leave."""
     u = {"n": n, "gidx": np.arange(first, first + n, dtype=np.int64)}
     u["is_test"] = rng.random(n) < w.dirt.test_account
-    u["female"] = rng.random(n) < 0.55
+    u["female"] = rng.random(n) < FEMALE_SHARE
     occ = rng.choice(len(OCCUPATIONS), n, p=OCCUPATION_SHARES)
     u["occupation"] = occ
     student, white = occ == 1, occ == 0
@@ -426,9 +454,11 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     sur = rng.choice(surnames, n, p=p_surname)
     given = np.where(u["female"][:, None], rng.choice(chars, (n, 2), p=p_female), rng.choice(chars, (n, 2), p=p_male))
     two = rng.random(n) < 0.72
+    names_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(w.seed, spawn_key=(2, first // BLOCK_USERS))))
+    whole = _whole_given_names(names_rng, u["female"])
     u["name"] = np.array([
-        f"{TEST_NAME_PREFIX}用户{g % 10000:04d}" if test else s + g1 + (g2 if t else "")
-        for s, (g1, g2), t, test, g in zip(sur, given, two, u["is_test"], u["gidx"])
+        f"{TEST_NAME_PREFIX}用户{g % 10000:04d}" if test else s + (common or g1 + (g2 if t else ""))
+        for s, (g1, g2), t, common, test, g in zip(sur, given, two, whole, u["is_test"], u["gidx"])
     ], dtype=object)
     phone = rng.choice([3, 5, 7, 8, 9], n) * 10**9 + rng.integers(0, 10**9, n)
     u["phone"] = np.array([f"1{p:010d}" for p in phone], dtype=object)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from portrait.lib.generate import DIRT_KINDS, DirtRates, generate, read_truth
+from portrait.lib.generate import COMMON_GIVEN_NAME_SHARE, COMMON_GIVEN_NAMES, DIRT_KINDS, DirtRates, generate, read_truth
 
 CONTRACT = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "landing.yaml").read_text(encoding="utf-8"))
 SOURCES = CONTRACT["sources"]
@@ -284,7 +284,7 @@ def test_truth_has_one_row_per_user_within_range(small):
     assert truth.loc[truth["occupation"] == "student", "school_address_id"].notna().all()
 
 
-def test_names_are_drawn_from_ngender_characters_by_true_gender(small):
+def test_names_are_drawn_from_ngender_characters_or_whole_by_true_gender(small):
     import ngender
 
     chars = set(pd.read_csv(importlib.resources.files("ngender") / "charfreq.csv", dtype={"char": str})["char"])
@@ -298,6 +298,8 @@ def test_names_are_drawn_from_ngender_characters_by_true_gender(small):
     names = people["user_id"].map(lambda u: users[u]["name"])
     assert names.str.len().between(2, 3).all()
     assert all(set(name[1:]) <= chars for name in names)
+    whole = names.str[1:].isin(list(COMMON_GIVEN_NAMES)).mean()  # common names recur whole (surnames here are one character)
+    assert COMMON_GIVEN_NAME_SHARE / 2 < whole < COMMON_GIVEN_NAME_SHARE * 2
     guessed = names.map(lambda name: "M" if ngender.guess(name)[0] == "male" else "F")
     assert (guessed == people["true_gender"]).mean() > 0.7
     reported = people["user_id"].map(lambda u: users[u].get("gender"))

@@ -18,11 +18,13 @@ import pandas as pd
 import pytest
 from scipy import integrate, special
 
-from portrait.lib.models import bgnbd
+from portrait.lib.config import Conf
+from portrait.lib.models import bgnbd, load_settings
 from portrait.lib.models.bgnbd import BGNBDParams
 
 CDNOW = BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426)  # FHL 2005, Table 1 (weeks)
 STEADY = BGNBDParams(r=0.8, alpha=12.0, a=2.1, b=5.0)  # a > 1 and r > 1/2: the other regime of the integrands
+PENALTY = load_settings(Conf())["bgnbd"]["penalty"]  # the strength the model stage fits with
 
 
 def mixed(params: BGNBDParams, integrand, peak: float) -> float:
@@ -146,3 +148,40 @@ def test_score_gives_probabilities_and_expectations_per_customer():
     scored = bgnbd.score(BGNBDParams(0.5, 10.0, 0.8, 3.0), summary, horizon_days=30)
     assert list(scored.columns) == ["user_id", "p_alive", "expected_purchases"]
     assert scored["p_alive"].between(0, 1).all() and (scored["expected_purchases"] > 0).all()
+
+
+def regulars_of_one_month(customers: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A shop's first month: weekly-ish buyers (daily purchase chance ~ Gamma(4, 1/28)), nobody has left yet."""
+    rate = rng.gamma(4.0, 1 / 28.0, customers)
+    T = rng.integers(1, 31, customers).astype(float)
+    x, t_x = np.zeros(customers), np.zeros(customers)
+    for i in range(customers):
+        days = np.flatnonzero(rng.random(int(T[i])) < rate[i]) + 1.0
+        if len(days):
+            x[i], t_x[i] = len(days) - 1, days[-1] - days[0]
+    return x, t_x, T
+
+
+def test_a_short_history_runs_off_unpenalised_and_stays_valid_with_the_penalty():
+    """30 days without a drop-out: the pure maximum sends a, b to infinity; the conf penalty keeps them finite."""
+    x, t_x, T = regulars_of_one_month(1500, np.random.default_rng(2))
+    pure, _ = bgnbd.fit(x, t_x, T)
+    assert pure.a > 1e3 and pure.b > 1e3  # the degenerate boundary the penalty is for
+    fitted, total = bgnbd.fit(x, t_x, T, penalty=PENALTY)
+    assert all(1e-3 < v < 1e3 for v in fitted.to_dict().values())
+    assert total == pytest.approx(bgnbd.log_likelihood(fitted, x, t_x, T).sum())  # reported without the penalty
+    alive, expected = bgnbd.p_alive(fitted, x, t_x, T), bgnbd.expected_purchases(fitted, 30, x, t_x, T)
+    assert np.isfinite(alive).all() and ((alive >= 0) & (alive <= 1)).all()
+    assert np.isfinite(expected).all() and (expected >= 0).all()
+    # the simulated regulars buy on about 30 x 4 / 28 = 4.3 days a month; the fit expects fewer, as it must
+    # allow for drop-outs that a month cannot show yet, but still the same order of magnitude
+    assert 1.5 < np.mean(expected[x > 0]) < 30 * 4 / 28
+
+
+def test_the_penalty_barely_moves_a_fit_on_a_long_history():
+    true = BGNBDParams(r=0.5, alpha=10.0, a=0.8, b=3.0)
+    x, t_x, T = simulate(true, 8000, np.random.default_rng(5))
+    pure, _ = bgnbd.fit(x, t_x, T)
+    penalised, _ = bgnbd.fit(x, t_x, T, penalty=PENALTY)
+    for name, value in pure.to_dict().items():
+        assert getattr(penalised, name) == pytest.approx(value, rel=0.1), name

@@ -28,10 +28,15 @@ def test_conf_features_are_declared_sub_profile_columns():
         assert not missing, f"conf/models.yaml churn.features names {sorted(missing)}, which {table} does not declare"
 
 
-def test_feature_columns_append_known_calendar_features_only():
-    assert churn.feature_columns({"features": {"t": ["a", "b"]}, "calendar_features": ["season_sin"]}) == ["a", "b", "season_sin"]
+def test_the_season_joins_the_features_once_the_snapshots_span_a_year():
+    settings = {"features": {"t": ["a", "b"]}, "calendar_features": ["season_sin"], "calendar_min_span_days": 364}
+    weekly = [day(7 * n) for n in range(53)]
+    assert churn.feature_columns(settings, weekly) == ["a", "b", "season_sin"]
+    assert churn.feature_columns(settings, weekly[:-1]) == ["a", "b"]  # 357 days: one week of the year unseen
+    assert churn.feature_columns(settings) == ["a", "b"]
+    assert CONF_SETTINGS["snapshot_every_days"] * (CONF_SETTINGS["training_snapshots"] - 1) >= CONF_SETTINGS["calendar_min_span_days"]
     with pytest.raises(ValueError, match="unknown calendar"):
-        churn.feature_columns({"features": {}, "calendar_features": ["moon_phase"]})
+        churn.feature_columns({**settings, "calendar_features": ["moon_phase"]})
     seasons = churn.add_calendar(pd.DataFrame({"dt": [date(2026, 1, 1), date(2026, 7, 2)]}))
     assert seasons["season_cos"].tolist() == pytest.approx([1.0, -1.0], abs=1e-3)  # new year vs mid-summer
 
@@ -157,3 +162,35 @@ def test_trained_model_round_trips_through_the_registry_artefact(tmp_path, train
     again = registry.load_fitted(str(tmp_path), "churn", "20260807")
     np.testing.assert_array_equal(churn.score(again, evaluation), churn.score(model, evaluation))
     assert registry.load_params(str(tmp_path), "churn", "20260807")["features"] == FEATURES
+
+
+def seasonal_shop(users: int, days: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Purchase days as in ``simulate``, with the rate 1.8x at mid-July and 0.2x at mid-January."""
+    rate = rng.gamma(2.0, 0.12, users)[:, None]
+    left = rng.integers(20, days + 200, users)[:, None] - np.arange(days)[None, :]
+    day_of_year = np.array([day(d).timetuple().tm_yday for d in range(days)])[None, :]
+    season = 1 + 0.8 * np.cos(2 * np.pi * (day_of_year - 196) / 365.25)
+    bought = rng.random((users, days)) < 1 - np.exp(-rate * np.clip(left / 20, 0, 1) * season)
+    user, on = np.nonzero(bought)
+    return pd.DataFrame({"user_id": [f"u{u:03d}" for u in user], "dt": [day(int(d)) for d in on]})
+
+
+def test_with_a_year_of_snapshots_the_season_improves_calibration_on_later_ones():
+    """A seasonal shop: going quiet in winter is not leaving. Trained on a year, judged on the months after it."""
+    days = 600
+    purchases = seasonal_shop(300, days, np.random.default_rng(4))
+    users = sorted(set(purchases["user_id"]))
+    features = pd.concat([features_at(purchases, day(d), users) for d in range(30, days - 30, 7)], ignore_index=True)
+    rows = churn.training_set(features, purchases, 30, day(days - 1))
+    snapshot = pd.to_datetime(rows["dt"])
+    later = rows[snapshot > pd.Timestamp(day(days - 170))]
+    train = rows[snapshot <= pd.Timestamp(day(days - 200))]  # 370 days of snapshots, labels closed before `later`
+    seasonal = {**SETTINGS, "calendar_features": list(churn.CALENDAR_FEATURES)}
+    columns = churn.feature_columns(seasonal, train["dt"].unique())
+    assert columns == FEATURES + list(churn.CALENDAR_FEATURES)
+    brier = {}
+    for name, used in (("season", columns), ("none", FEATURES)):
+        p = churn.score(churn.train(train, used, 30, seasonal), later)
+        brier[name] = np.mean((p - later[churn.LABEL]) ** 2)
+        assert roc_auc_score(later[churn.LABEL], p) > 0.95
+    assert brier["season"] < 0.95 * brier["none"]

@@ -85,26 +85,37 @@ def expected_purchases(params: BGNBDParams, days: float, frequency, recency, age
     return (a + b + x - 1) / (a - 1) * (1 - tail) * p_alive(params, x, t_x, T)
 
 
-def fit(frequency, recency, age) -> tuple[BGNBDParams, float]:
-    """Maximum-likelihood parameters and the total log-likelihood at them.
+def fit(frequency, recency, age, penalty: float = 0.0) -> tuple[BGNBDParams, float]:
+    """Maximum-likelihood parameters and the total log-likelihood at them (without the penalty).
 
     Customers with the same (x, t_x, T) are counted once with a weight, and
     the optimiser works on log-parameters so every candidate is positive.
+
+    ``penalty`` > 0 adds ``penalty * sum(log(param / centre)^2)`` to the mean
+    negative log-likelihood, the centre being r = a = b = 1 and alpha = the
+    mean age (a rate of one purchase per mean age: scale-free). On a short
+    history few customers have had time to drop out, so the likelihood is
+    flat in the drop-out parameters and the pure maximum runs off to a -> 0,
+    b -> infinity (on a few days r, alpha -> infinity too), where the closed
+    forms lose their meaning (expected purchases NaN or negative). The penalty is a weak Gaussian prior on the
+    log-parameters (like the lifetimes library's ``penalizer_coef``): with a
+    few months of orders the data outweigh it, on a few weeks it keeps the
+    parameters where the model still means something.
     """
     triples = np.column_stack(_arrays(frequency, recency, age))
     if len(triples) == 0:
         raise ValueError("no customers to fit")
     unique, weights = np.unique(triples, axis=0, return_counts=True)
     x, t_x, T = unique.T
+    centre = np.log([1.0, max(float(np.average(T, weights=weights)), 1.0), 1.0, 1.0])
 
-    def negative_mean(log_params: np.ndarray) -> float:
+    def objective(log_params: np.ndarray) -> float:
         value = np.dot(weights, log_likelihood(BGNBDParams(*np.exp(log_params)), x, t_x, T)) / weights.sum()
-        return -value if np.isfinite(value) else np.inf
+        return -value + penalty * float(np.sum((log_params - centre) ** 2)) if np.isfinite(value) else np.inf
 
-    start = np.log([1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0])
-    result = optimize.minimize(negative_mean, start, method="Nelder-Mead",
+    result = optimize.minimize(objective, centre, method="Nelder-Mead",
                                options={"maxiter": 20_000, "xatol": 1e-8, "fatol": 1e-12})
-    result = optimize.minimize(negative_mean, result.x, method="L-BFGS-B")
+    result = optimize.minimize(objective, result.x, method="L-BFGS-B")
     params = BGNBDParams(*(float(v) for v in np.exp(result.x)))
     return params, float(np.dot(weights, log_likelihood(params, x, t_x, T)))
 

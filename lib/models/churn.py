@@ -3,13 +3,14 @@
 Supervised, from the sub-profiles: the features of a user at snapshot date S
 are the sub-profile columns listed in conf/models.yaml (the sliced windows
 30-20, 20-10 and last 10 days show a decline better than one 30-day window,
-plus bad reviews, refunds, app opens, delivery waits and the season); the
-label is 1 when the user, a customer at S, places no order that counts in
-(S, S + N]. Past snapshots give (features, label) pairs; the model is trained
-on earlier snapshots and judged on a later one whose label it could not have
-seen, as it will be used. Gradient boosting on the driver, calibrated so the
-output reads as a probability; scoring is pure pandas, and distributed over a
-Spark DataFrame with mapInPandas.
+plus bad reviews, refunds, app opens, delivery waits and, with a year of
+snapshots, the season); the label is 1 when the user, a customer at S,
+places no order that counts in (S, S + N]. Past snapshots give (features,
+label) pairs; the model is trained on earlier snapshots and judged on a later
+one whose label it could not have seen, as it will be used. Gradient
+boosting on the driver, calibrated so the output reads as a probability;
+scoring is pure pandas, and distributed over a Spark DataFrame with
+mapInPandas.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import StratifiedGroupKFold
 from threadpoolctl import threadpool_limits
 
 from portrait.lib.models.distributed import map_in_pandas
@@ -29,13 +31,21 @@ CALENDAR_FEATURES = ("season_sin", "season_cos")  # derived from the snapshot da
 SCORE_SCHEMA = "user_id string, dt date, churn_probability double"
 
 
-def feature_columns(settings: dict) -> list[str]:
-    """The model's inputs: sub-profile columns (per table in conf) then the calendar features."""
+def feature_columns(settings: dict, snapshots=()) -> list[str]:
+    """The model's inputs: sub-profile columns (per table in conf), then the calendar features if they can help.
+
+    The season is used once the training ``snapshots`` span
+    ``calendar_min_span_days`` (a year): then every season has been seen with
+    its labels. With fewer months a tree can only carry the last season seen
+    over to the next, which misleads more than it tells.
+    """
     columns = [column for table_columns in settings["features"].values() for column in table_columns]
     unknown = set(settings["calendar_features"]) - set(CALENDAR_FEATURES)
     if unknown:
         raise ValueError(f"unknown calendar features {sorted(unknown)}; known: {', '.join(CALENDAR_FEATURES)}")
-    return columns + list(settings["calendar_features"])
+    days = pd.to_datetime(pd.Series(list(snapshots), dtype=object))
+    span = (days.max() - days.min()).days if len(days) else 0
+    return columns + (list(settings["calendar_features"]) if span >= settings["calendar_min_span_days"] else [])
 
 
 def add_calendar(features: pd.DataFrame) -> pd.DataFrame:
@@ -114,10 +124,22 @@ def train(rows: pd.DataFrame, features: list[str], horizon_days: int, settings: 
     if rows[LABEL].nunique() < 2:
         raise ValueError("the training rows hold only one class; churn cannot be learnt from them")
     classifier = HistGradientBoostingClassifier(random_state=random_state, **settings["classifier"])
-    estimator = CalibratedClassifierCV(classifier, method=settings["calibration"], cv=settings["calibration_folds"])
+    estimator = CalibratedClassifierCV(classifier, method=settings["calibration"], cv=calibration_folds(rows, settings, random_state))
     with threadpool_limits(settings["threads"]):
         estimator.fit(_matrix(rows, features), rows[LABEL].to_numpy())
     return ChurnModel(estimator, list(features), horizon_days, settings["threads"])
+
+
+def calibration_folds(rows: pd.DataFrame, settings: dict, random_state: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds by user, shuffled: each fold holds every snapshot of its users.
+
+    Rows come ordered by snapshot, so unshuffled folds would be blocks of
+    time: each fold's model would then be calibrated on months (seasons) it
+    never saw. Keeping a user's snapshots together stops the calibration from
+    seeing the same customer on both sides.
+    """
+    folds = StratifiedGroupKFold(settings["calibration_folds"], shuffle=True, random_state=random_state)
+    return list(folds.split(rows, rows[LABEL].to_numpy(), groups=rows["user_id"].to_numpy()))
 
 
 def _matrix(features: pd.DataFrame, columns: list[str]) -> np.ndarray:

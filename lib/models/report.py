@@ -10,7 +10,7 @@ evaluation says whether each tag means what it claims:
   repeats the AUC on customers still alive on D: the harder question of who
   is about to leave, without the already-gone.
 * p_alive: AUC for "not yet churned on D" among customers.
-* gender and occupation: AUC (and accuracy at the conf threshold) against the
+* gender and occupation: AUC and accuracy at the conf threshold against the
   true gender and occupation.
 * taste, price and discount sensitivity: Pearson correlation with the true traits.
 
@@ -78,9 +78,11 @@ def score_against_truth(tags: pd.DataFrame, truth: pd.DataFrame, dt: date, setti
         metrics["gender"] = {**evaluate.binary_metrics(male, rows["p_male"], settings["gender"]["label_threshold"]),
                              "auc_unreported": _auc(male[unreported], rows.loc[unreported, "p_male"])}
     if rows["p_white_collar"].notna().any():
-        metrics["occupation"] = {
-            f"auc_{name}": _auc((rows["occupation"] == name).astype(int), rows[f"p_{name}"]) for name in ("white_collar", "student")
-        }
+        metrics["occupation"] = {}
+        for name in ("white_collar", "student"):
+            figures = evaluate.binary_metrics((rows["occupation"] == name).astype(int), rows[f"p_{name}"],
+                                              settings["occupation"]["label_threshold"])
+            metrics["occupation"] |= {f"auc_{name}": figures["auc"], f"accuracy_{name}": figures["accuracy"]}
     tastes = [c for c in tags.columns if c.startswith("taste_") and f"{c}_true" in rows]
     if tastes and rows[tastes[0]].notna().any():
         correlations = {f"pearson_{c[len('taste_'):]}": float(np.corrcoef(rows[c], rows[f"{c}_true"])[0, 1]) for c in tastes}
