@@ -97,9 +97,13 @@ def rows_written(catalog, versions: dict[str, int]) -> int:
 
 
 def _portrait(*args: str, lake: str, conf: Conf) -> None:
-    """Run a ``portrait`` command in a child process (the set-up), failing with its last output lines."""
+    """Run a ``portrait`` command in a child process (the set-up), failing with its last output lines.
+
+    Its progress goes to this process's stderr, so a long set-up shows where it
+    is while the figures on stdout stay clean.
+    """
     command = [sys.executable, "-m", "portrait.lib.cli", *args, "--lake", lake, "--conf", str(conf.dir)]
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, stdout=sys.__stderr__.fileno(), stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"bench set-up `portrait {' '.join(args)}` failed: {done.stderr.strip()[-2000:]}")
 
