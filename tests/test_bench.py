@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+from deltalake import DeltaTable
+
 
 def test_small_bench_prints_and_writes_figures_per_stage(tmp_path):
     out = tmp_path / "bench.json"
@@ -45,3 +47,14 @@ def test_small_bench_prints_and_writes_figures_per_stage(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert missing.returncode == 1 and missing.stderr.strip() == f"portrait show: ProfileNotFound: user nobody has no profile on {report['date']}"
+    # and `portrait export` writes every user of the snapshot as one JSON line, saying where
+    exported = subprocess.run(
+        [sys.executable, "-m", "portrait.lib.cli", "export", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "all.jsonl")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    lines = (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()
+    snapshot = DeltaTable(str(tmp_path / "lake" / "gold" / "profile_snapshot")).to_pandas(columns=["user_id", "dt"])
+    users = int((snapshot["dt"].astype(str) == report["date"]).sum())
+    assert len(lines) == users and f"wrote {users:,} profiles of {report['date']} to {tmp_path / 'all.jsonl'}" in exported.stdout
+    assert profile in [json.loads(line) for line in lines]
