@@ -12,6 +12,7 @@ rows.
 """
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, Window
@@ -229,7 +230,9 @@ def run(ctx: RunContext) -> list[Output]:
         classified = ctx.materialize(classified.drop("_v"), source).withColumn("_v", F.expr("try_parse_json(raw_line)"))
         by_policy = F.col("rule").isin(*settings["policy_rules"])
         tally = classified.groupBy("outcome", by_policy.alias("by_policy")).count().collect()
-        counts = {outcome: sum(r["count"] for r in tally if r["outcome"] == outcome) for outcome in {r["outcome"] for r in tally}}
+        counts = Counter()
+        for row in tally:
+            counts[row["outcome"]] += row["count"]
         policy_filtered = sum(r["count"] for r in tally if r["outcome"] == QUARANTINED and r["by_policy"])
         reconciliation.append(reconcile(source, raw.count(), counts, policy_filtered, dt))
         quarantined.append(quarantine_rows(classified, source, key, dt))

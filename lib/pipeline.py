@@ -280,9 +280,7 @@ def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
 
 def run_stage(ctx: RunContext, stage_name: str) -> StageResult:
     """Run one stage for ``ctx.dt``: job, gate, publish."""
-    stage = next((s for s in STAGES if s.name == stage_name), None)
-    if stage is None:
-        raise KeyError(f"unknown stage {stage_name!r}; stages are {', '.join(stage_names())}")
+    stage = stage_named(stage_name)
     module_name, function_name = stage.entry_point.split(":")
     job = getattr(importlib.import_module(module_name), function_name)
     ctx.stage = stage.name
