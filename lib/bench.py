@@ -84,18 +84,6 @@ class MemoryMeter:
         return round(max(self.peak, self.rss()) / 2**20, 1)
 
 
-def rows_written(catalog, versions: dict[str, int]) -> int:
-    """Rows the stage's published commits wrote, from the Delta log (no extra scan)."""
-    from deltalake import DeltaTable
-
-    total = 0
-    for name, version in versions.items():
-        commits = DeltaTable(catalog.spec(name).path).history(1)
-        if commits and commits[0].get("version") == version:
-            total += int(commits[0].get("operationMetrics", {}).get("numOutputRows", 0) or 0)
-    return total
-
-
 def _portrait(*args: str, lake: str, conf: Conf) -> None:
     """Run a ``portrait`` command in a child process (the set-up), failing with its last output lines.
 
@@ -156,7 +144,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
             ctx = RunContext(spark, lake, end, conf)
             result = run_stage(ctx, stage)
             rows_in = sum(r["input_records"] for r in result.notes.get("reconciliation", [])) or result.notes.get("rows_in")
-            rows_out = rows_written(ctx.catalog, result.versions)
+            rows_out = sum(result.notes["staged_rows"].values())
             rate = round((rows_in or rows_out) / result.seconds, 1) if result.seconds else None
             figures.append(StageFigures(stage, round(result.seconds, 2), rows_in, rows_out, rate, meter.peak_mb))
             say(_row(figures[-1]))

@@ -6,9 +6,10 @@ Three engines, one job code path (DataFrame API + SQL over Spark Connect):
   process (``pysail``): no JVM, no cluster.
 * ``remote``: any Spark Connect endpoint, ``sc://host:port`` (a Spark 4 cluster
   with Delta, or a Sail cluster). Chosen by ``--remote`` or ``PORTRAIT_REMOTE``.
-* ``spark``: classic JVM Spark in local mode with delta-spark, opt-in with
-  ``--engine spark`` / ``PORTRAIT_ENGINE=spark``; it fetches the Delta jars from
-  Maven at start-up, so it only works where Maven is reachable.
+* ``spark``: classic JVM Spark in local mode, opt-in with ``--engine spark`` /
+  ``PORTRAIT_ENGINE=spark``: with delta-spark where its jars can be fetched
+  from Maven, otherwise writing the same Delta tables through delta-rs
+  (``parquet_commit``).
 
 The session is a process-wide singleton: the CLI and Airflow tasks run several
 jobs in one process and pay the start-up once. ``stop()`` runs at exit and stops
@@ -21,6 +22,7 @@ import atexit
 import logging
 import os
 import socket
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -72,6 +74,8 @@ def get_spark(engine: str | None = None, remote: str | None = None):
         if _running is not None:
             return _running.spark
         engine, remote = resolve_engine(engine, remote)
+        # pyspark 4.2 warns at each pandas conversion that it is not yet tested with pandas 3; the pin is deliberate.
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         if engine == "sail":
             _running = _start_sail()
         elif engine == "remote":
@@ -104,8 +108,6 @@ def stop() -> None:
 
 
 def _connect(url: str):
-    # pyspark 4.2 warns on every import that it is not yet tested with pandas 3; the pin is deliberate.
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.remote(url)
@@ -143,23 +145,54 @@ def _start_sail() -> _Running:
     return _Running(spark, "sail", server)
 
 
+#: Classic JVM Spark settings: the driver is the executor in local mode, so it
+#: gets the memory; Arrow for DataFrame <-> pandas as Spark Connect always has;
+#: Parquet timestamps as microseconds, the type every Delta reader knows.
+CLASSIC_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+DRIVER_MEMORY_ENV = "PORTRAIT_SPARK_DRIVER_MEMORY"
+
+
 def _start_classic():
-    """Classic JVM Spark + delta-spark; needs Maven for the Delta jars."""
+    """Classic JVM Spark in local mode: with delta-spark if its jars can be fetched from Maven.
+
+    Without them it runs plain and the catalog writes the same Delta tables
+    through ``parquet_commit`` (Spark writes Parquet, delta-rs commits).
+    """
     from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
-    builder = (
-        SparkSession.builder.master(os.environ.get("PORTRAIT_SPARK_MASTER", "local[2]"))
-        .appName("portrait")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python UDF workers: this environment, not PATH's python3
+    # A Spark Connect session sets this and child processes inherit it; pyspark would then refuse a classic session.
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+    def builder():
+        built = (
+            SparkSession.builder.master(os.environ.get("PORTRAIT_SPARK_MASTER", "local[2]"))
+            .appName("portrait")
+            .config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "8g"))
+        )
+        for key, value in {**CLASSIC_CONF, **SESSION_CONF}.items():
+            built = built.config(key, value)
+        return built
+
+    with_delta = (
+        builder()
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-        .config("spark.ui.enabled", "false")
     )
-    for key, value in SESSION_CONF.items():
-        builder = builder.config(key, value)
     try:
-        return configure_spark_with_delta_pip(builder).getOrCreate()
-    except Exception as exc:
-        raise EngineError(
-            f"classic Spark with Delta did not start (the Delta jars come from Maven): {exc}"
-        ) from exc
+        spark = configure_spark_with_delta_pip(with_delta).getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - the usual cause: Maven is unreachable
+        log.warning("JVM Spark without delta-spark (its jars could not be fetched: %s); "
+                    "tables are written as Parquet and committed with delta-rs", " ".join(str(exc).split())[:200])
+        try:
+            spark = builder().getOrCreate()
+        except Exception as exc:
+            raise EngineError(f"classic JVM Spark did not start: {exc}") from exc
+    spark.sparkContext.setLogLevel(os.environ.get("PORTRAIT_SPARK_LOG_LEVEL", "ERROR"))  # as Sail: errors only
+    return spark

@@ -26,6 +26,7 @@ loaded on the first ``run_gate``.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import re
 import threading
@@ -54,7 +55,8 @@ COLUMN_ARGS = ("column", "column_A", "column_B", "column_list")
 EXAMPLES = 3
 OBSERVED_MAX_CHARS = 400
 #: Placeholders in strings: {dt} {dt_start} {dt_end} {tz}, {conf:file.path.to.value} and
-#: {table:layer.name} (the published Delta table, for checks against another table);
+#: {table:layer.name} (the published table, for checks against another table: a
+#: temporary view the gate registers, so the SQL reads it on every engine);
 #: {batch} is left for GX. Doubled braces are not placeholders.
 _PLACEHOLDER = re.compile(r"(?<!\{)\{((?:conf|table):[^{}]+|[A-Za-z_]+)\}(?!\})")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -171,6 +173,7 @@ class Check:
     columns: tuple[str, ...]  # the table columns it reads
     kwargs: dict  # what the GX expectation is built from
     severity: str = "critical"
+    tables: tuple[str, ...] = ()  # published tables its SQL reads ({table:...})
 
     @property
     def where(self) -> str:
@@ -297,7 +300,8 @@ def _parse_entry(conf: Conf, table: str, index: int, entry, placeholders: dict, 
     severity = str(kwargs.get("severity", "critical")).lower()
     if severity not in ("critical", "warning", "info"):
         raise ConfError(f"{where}: severity must be critical, warning or info, got {severity!r}")
-    check = Check(table, index, expectation, label, tuple(map(str, columns)), kwargs, severity)
+    reads = tuple(dict.fromkeys(m[len("table:"):].strip() for m in _PLACEHOLDER.findall(json.dumps(entry)) if m.startswith("table:")))
+    check = Check(table, index, expectation, label, tuple(map(str, columns)), kwargs, severity, reads)
     check.build()  # argument errors now, naming the entry
     return check
 
@@ -315,16 +319,23 @@ def _resolve(conf: Conf, value, placeholders: dict, lake: str):
     return value
 
 
+def table_view(table: str) -> str:
+    """The temporary view a gate reads the published ``table`` through."""
+    return "_portrait_table_" + table.replace(".", "_")
+
+
 def _fill(conf: Conf, text: str, placeholders: dict, lake: str) -> str:
     def replace(match: re.Match) -> str:
         token = match.group(1)
         if token.startswith("conf:"):
             return _sql_text(resolve_reference(conf, token[len("conf:"):]))
         if token.startswith("table:"):
+            name = token[len("table:"):].strip()
             try:
-                return f"delta.`{Catalog(lake, conf).spec(token[len('table:'):].strip()).path}`"
+                Catalog(lake, conf).spec(name)
             except KeyError as exc:
                 raise ConfError(f"placeholder {match.group(0)}: {exc.args[0]}") from None
+            return table_view(name)
         if token in placeholders:
             return placeholders[token]
         if token == "batch":
@@ -547,9 +558,16 @@ def run_gate(spark, table_name: str, df, dt, conf: Conf | None = None, gate_name
             )
     started = time.perf_counter()
     checked_at = datetime.now(timezone.utc)
-    outcomes = _validate(spark, df, checks, f"{gate}.{table_name}.{dt}")
-    rows = next((o.result.get("element_count") for o in outcomes.values() if o.result.get("element_count") is not None), None)
-    results = [_result(spark, df, check, outcomes.get(check.index), rows) for check in checks]
+    referenced = list(dict.fromkeys(name for check in checks for name in check.tables))
+    for name in referenced:
+        Catalog(lake, conf).read(spark, name).createOrReplaceTempView(table_view(name))
+    try:
+        outcomes = _validate(spark, df, checks, f"{gate}.{table_name}.{dt}")
+        rows = next((o.result.get("element_count") for o in outcomes.values() if o.result.get("element_count") is not None), None)
+        results = [_result(spark, df, check, outcomes.get(check.index), rows) for check in checks]
+    finally:
+        for name in referenced:
+            _drop_view(spark, table_view(name))
     report = GateReport(gate, table_name, dt, results, checked_at, round(time.perf_counter() - started, 3), rows)
     log.info(
         "gate %s %s for %s on %s: %d expectations in %.2fs",

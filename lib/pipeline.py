@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from portrait.lib import parquet_commit
 from portrait.lib.config import Conf
 from portrait.lib.tables import Catalog
 
@@ -79,6 +80,8 @@ class RunContext:
         planning time grows quickly with plan size. Removed with the staging copy.
         """
         path = str(self.staging_dir / "_scratch" / name)
+        if not parquet_commit.native_delta(self.spark):
+            return parquet_commit.materialize(self.spark, df, path)
         df.write.format("delta").mode("overwrite").save(path)  # Delta keeps the schema of an empty result
         return self.spark.read.format("delta").load(path)
 
@@ -180,9 +183,11 @@ def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
     staging = staging_catalog(ctx)
     shutil.rmtree(staging.lake, ignore_errors=True)
     (ctx.staging_dir / MANIFEST).unlink(missing_ok=True)
-    staged = {}
+    staged, rows = {}, {}
     for output in outputs:
         staged[output.table] = staging.write(ctx.spark, output.df, output.table, "append")
+        rows[output.table] = rows.get(output.table, 0) + staging.rows_written(output.table, staged[output.table])
+    ctx.notes["staged_rows"] = rows  # what the stage produced, per table, whatever the publish mode rewrites
     manifest = {
         "stage": stage,
         "dt": str(ctx.dt),

@@ -15,6 +15,10 @@ so the schema check runs before anything is written; and ``replaceWhere``
 does not refuse rows outside its predicate (they would replace the partition
 and land elsewhere), so the writer checks that every row belongs to the
 partition it replaces.
+
+An engine without a Delta connector (classic JVM Spark where the delta-spark
+jars cannot be fetched) writes the same Delta tables through
+``parquet_commit``: Spark writes the Parquet files, delta-rs commits them.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from portrait.lib import parquet_commit
 from portrait.lib.config import Conf
 
 log = logging.getLogger(__name__)
@@ -134,6 +139,8 @@ class Catalog:
         spec = self.spec(name)
         if not self.exists(name):
             return spark.createDataFrame([], spec.ddl)
+        if not parquet_commit.native_delta(spark):
+            return parquet_commit.read(spark, spec, version)
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -151,12 +158,16 @@ class Catalog:
         if self.exists(name):
             self._check_stored_columns(spec)
         self._ensure_table(spark, spec)
+        native = parquet_commit.native_delta(spark)
         if mode == "append":
-            df.write.format("delta").mode("append").save(spec.path)
+            if native:
+                df.write.format("delta").mode("append").save(spec.path)
+            else:
+                parquet_commit.commit(df, spec, "append")
         elif mode == "partition":
-            self._replace_partition(df, spec, partition_value)
+            self._replace_partition(df, spec, partition_value, native)
         else:
-            self._merge(spark, df, spec)
+            self._merge(spark, df, spec, native)
         version = self.version(name)
         log.info("wrote %s (%s%s) -> version %s", name, mode, f" {partition_value}" if partition_value else "", version)
         return version
@@ -184,12 +195,15 @@ class Catalog:
         """Create the empty table with its declared schema and partitioning on first write."""
         if self.exists(spec.name):
             return
+        if not parquet_commit.native_delta(spark):
+            parquet_commit.create(spark, spec)
+            return
         writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
         writer.save(spec.path)
 
-    def _replace_partition(self, df, spec: TableSpec, partition_value) -> None:
+    def _replace_partition(self, df, spec: TableSpec, partition_value, native: bool) -> None:
         if not spec.run_partition:
             raise WriteRefused(f"table {spec.name} has no partition column; use append or upsert")
         if partition_value is None:
@@ -204,6 +218,9 @@ class Catalog:
                 f"table {spec.name}: rows with {column} = {found} in a write that replaces "
                 f"{column} = {value}; nothing was written"
             )
+        if not native:
+            parquet_commit.commit(df, spec, "overwrite", (column, str(value)))
+            return
         (
             df.write.format("delta")
             .mode("overwrite")
@@ -211,7 +228,7 @@ class Catalog:
             .save(spec.path)
         )
 
-    def _merge(self, spark, df, spec: TableSpec) -> None:
+    def _merge(self, spark, df, spec: TableSpec, native: bool) -> None:
         if not spec.key:
             raise WriteRefused(f"table {spec.name} declares no key; upsert needs one")
         keys = ", ".join(f"`{k}`" for k in spec.key)
@@ -219,6 +236,10 @@ class Catalog:
         if dupes:
             sample = "; ".join(", ".join(str(row[k]) for k in spec.key) for row in dupes)
             raise WriteRefused(f"table {spec.name}: key ({keys}) repeats in the rows to upsert (e.g. {sample})")
+        if not native:
+            merged = parquet_commit.upserted(self.read(spark, spec.name), df, spec.key, spec.newer_by)
+            parquet_commit.commit(merged, spec, "overwrite")
+            return
         view = f"_portrait_upsert_{spec.name.replace('.', '_')}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
@@ -230,6 +251,19 @@ class Catalog:
         spark.catalog.dropTempView(view)
 
     # ------------------------------------------------------------- maintenance
+
+    def rows_written(self, name: str, version: int) -> int:
+        """Rows commit ``version`` of ``name`` wrote, from the log (no scan).
+
+        Delta writers report it in ``operationMetrics``; parquet_commit's
+        delta-rs commits carry it at the top level of the commit.
+        """
+        from deltalake import DeltaTable
+
+        for commit in DeltaTable(self.spec(name).path).history():
+            if commit.get("version") == version:
+                return int(commit.get("operationMetrics", {}).get("numOutputRows") or commit.get("numOutputRows") or 0)
+        raise KeyError(f"table {name} has no commit {version} in its log")
 
     def version(self, name: str) -> int:
         from deltalake import DeltaTable

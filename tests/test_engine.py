@@ -100,20 +100,3 @@ def test_engine_choice_errors(kwargs, message, monkeypatch):
     monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
     with pytest.raises(engine.EngineError, match=message):
         engine.resolve_engine(**kwargs)
-
-
-def test_classic_jvm_spark_with_delta_where_maven_is_reachable(tmp_path):
-    """Opt-in engine. Its Delta jars come from Maven; where Maven is unreachable this skips."""
-    done = run_python(
-        f"""
-        from portrait.lib import engine
-        spark = engine.get_spark(engine="spark")
-        spark.range(3).write.format("delta").save({str(tmp_path / 't')!r})
-        print(spark.read.format("delta").load({str(tmp_path / 't')!r}).count())
-        """,
-        timeout=300,
-    )
-    if done.returncode != 0 and ("Maven" in done.stderr or "resolve" in done.stderr.lower() or "download" in done.stderr.lower()):
-        pytest.skip("classic Spark + delta-spark needs the Delta jars from Maven, which this machine cannot reach")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "3"

@@ -1,0 +1,97 @@
+"""JVM Spark without delta-spark writes the same Delta tables: Parquet by Spark, the log by delta-rs.
+
+The JVM runs in a child process (a classic and a Spark Connect session do not
+share one Python process); this process reads what it wrote with Sail and
+with ``deltalake``, so the lake is checked to be one lake for every engine.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import date
+
+from deltalake import DeltaTable
+
+from portrait.lib import parquet_commit
+from portrait.lib.tables import Catalog
+
+TOY = {
+    "test.visits": {
+        "partition_by": ["dt"],
+        "columns": {"user_id": "string", "visits": "bigint", "seen_at": "timestamp",
+                    "pages": "array<struct<page:string,seconds:double>>", "dt": "date"},
+    },
+    "test.people": {
+        "key": ["user_id"],
+        "newer_by": "updated_on",
+        "columns": {"user_id": "string", "score": "double", "updated_on": "date"},
+    },
+}
+
+JVM_WRITES = """
+from portrait.lib import engine
+from portrait.lib.parquet_commit import native_delta
+from portrait.lib.tables import Catalog
+spark = engine.get_spark(engine="spark")
+catalog = Catalog({lake!r}, declarations={toy!r})
+print("native_delta", native_delta(spark))
+first = spark.sql(
+    "SELECT 'u1' user_id, 1L visits, TIMESTAMP'2026-01-01 10:00:00' seen_at, array(named_struct('page', 'home', 'seconds', 1.5D)) pages, DATE'2026-01-01' dt "
+    "UNION ALL SELECT 'u2', 2L, TIMESTAMP'2026-01-02 11:00:00', array(named_struct('page', 'cart', 'seconds', 2.0D)), DATE'2026-01-02'")
+catalog.write(spark, first, "test.visits", "append")
+rerun = spark.sql(
+    "SELECT 'u3' user_id, 3L visits, TIMESTAMP'2026-01-02 12:00:00' seen_at, "
+    "CAST(array() AS array<struct<page:string,seconds:double>>) pages, DATE'2026-01-02' dt")
+catalog.write(spark, rerun, "test.visits", "partition", "2026-01-02")
+catalog.write(spark, spark.sql("SELECT 'a' user_id, 1.0D score, DATE'2026-01-02' updated_on UNION ALL SELECT 'b', 2.0D, DATE'2026-01-02'"), "test.people", "upsert")
+catalog.write(spark, spark.sql(
+    "SELECT 'a' user_id, 5.0D score, DATE'2026-01-01' updated_on UNION ALL SELECT 'b', 6.0D, DATE'2026-01-03' "
+    "UNION ALL SELECT 'c', 7.0D, DATE'2026-01-03'"), "test.people", "upsert")
+print("version_1", sorted(r.user_id for r in catalog.read(spark, "test.visits", version=1).collect()))
+"""
+
+
+def test_jvm_spark_writes_delta_tables_sail_and_deltalake_read(spark, tmp_path):
+    lake = str(tmp_path / "lake")
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(JVM_WRITES.format(lake=lake, toy=TOY))],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Where Maven is unreachable (as on CI) the parquet_commit path ran; where delta-spark's jars
+    # could be fetched, delta-spark wrote the tables, and the same checks below hold for it.
+    assert "native_delta False" in done.stdout or "native_delta True" in done.stdout
+    assert "version_1 ['u1', 'u2']" in done.stdout  # time travel reads the log's older snapshot
+
+    catalog = Catalog(lake, declarations=TOY)
+    visits = sorted((r.user_id, r.visits, r.dt, [p.page for p in r.pages]) for r in catalog.read(spark, "test.visits").collect())
+    assert visits == [("u1", 1, date(2026, 1, 1), ["home"]), ("u3", 3, date(2026, 1, 2), [])]  # 2026-01-02 replaced, 01-01 kept
+    seen = {r.user_id: r.seen_at.isoformat() for r in catalog.read(spark, "test.visits").collect()}
+    assert seen["u1"].startswith("2026-01-01T10:00:00")  # microsecond timestamps every reader agrees on
+    people = sorted(tuple(r) for r in catalog.read(spark, "test.people").collect())
+    assert people == [("a", 1.0, date(2026, 1, 2)), ("b", 6.0, date(2026, 1, 3)), ("c", 7.0, date(2026, 1, 3))]
+
+    log = DeltaTable(catalog.spec("test.visits").path)
+    assert log.metadata().partition_columns == ["dt"] and log.version() == 2
+    assert sorted(log.to_pyarrow_table(columns=["user_id"])["user_id"].to_pylist()) == ["u1", "u3"]
+    commit = log.history(1)[0]
+    assert commit.get("numOutputRows", commit.get("operationMetrics", {}).get("numOutputRows")) == 1
+    assert not list((tmp_path / "lake" / "test" / "visits").glob("_portrait_write_*"))  # the write's scratch is gone
+
+
+def test_upserted_is_what_merge_into_leaves(spark):
+    existing = spark.createDataFrame(
+        [("a", 1.0, date(2026, 1, 2)), ("b", 2.0, date(2026, 1, 2)), ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1))],
+        "user_id string, score double, updated_on date",
+    )
+    updates = spark.createDataFrame(
+        [("a", 5.0, date(2026, 1, 1)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)), (None, 8.0, date(2026, 1, 3))],
+        "user_id string, score double, updated_on date",
+    )
+    newer = sorted(map(tuple, parquet_commit.upserted(existing, updates, ("user_id",), "updated_on").collect()), key=str)
+    # a: the update is older, kept; b: as new, taken; c: inserted; d: untouched; a null key never matches
+    assert newer == sorted([("a", 1.0, date(2026, 1, 2)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)),
+                            ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1)), (None, 8.0, date(2026, 1, 3))], key=str)
+    always = {r.user_id: r.score for r in parquet_commit.upserted(existing, updates, ("user_id",), None).collect() if r.user_id}
+    assert always == {"a": 5.0, "b": 6.0, "c": 7.0, "d": 4.0}
