@@ -13,6 +13,12 @@ process. The churn model is retrained weekly (conf/models.yaml
 churn.retrain_every_days), not daily: the set-up trains it as the models stage
 of the day before would and reports that weekly cost on its own line, so the
 stage figures are those of an ordinary day.
+
+The set-up always runs on the embedded engine; ``--engine spark`` runs the
+measured day on JVM Spark over the same lake (the same Delta tables, see
+``parquet_commit``), so two runs side by side compare the engines on the same
+work. Rows out are the rows each stage produced (its staged copy), whatever
+its publish mode rewrites.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ a temporary directory inside the table, move the files into their partition
 directories and commit them with ``DeltaTable.create_write_transaction``. The
 lake is the one every other engine reads; only who writes the log differs.
 
-Upserts are computed as a DataFrame (the rows a ``MERGE INTO`` would leave)
-and committed as a whole-table overwrite: the old files stay on disk until
+An upsert arrives as the whole merged table (``tables.upserted``) and is
+committed as a whole-table overwrite: the old files stay on disk until
 vacuum, so the plan that reads them is safe while the new files are written.
 """
 from __future__ import annotations
@@ -112,21 +112,3 @@ def materialize(spark, df, path: str):
     """Write ``df`` to Parquet scratch at ``path`` and read it back (the schema kept when empty)."""
     df.write.mode("overwrite").parquet(path)
     return spark.read.schema(df.schema).parquet(path)
-
-
-def upserted(existing, updates, key: tuple[str, ...], newer_by: str | None):
-    """The rows ``MERGE INTO existing USING updates ON key`` leaves.
-
-    Matched rows take the update (only where it is at least as new by
-    ``newer_by``, if given), unmatched updates are inserted, the rest stay.
-    """
-    winners = updates
-    if newer_by:
-        stored = existing.select(*key, existing[newer_by].alias("_stored_newer_by"))
-        winners = (
-            updates.join(stored, list(key), "left")
-            .where(f"_stored_newer_by IS NULL OR `{newer_by}` >= _stored_newer_by")
-            .drop("_stored_newer_by")
-        )
-    kept = existing.join(winners.select(*key), list(key), "left_anti")
-    return kept.unionByName(winners.select(*existing.columns))

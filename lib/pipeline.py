@@ -43,7 +43,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("social", "portrait.jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)),
     Stage("product_line", "portrait.jobs.subprofiles:run_product_line", "silver -> profile.product_line (usage, intensity, status per line)", after=("clean",)),
     Stage("models", "portrait.jobs.models:run", "silver + sub-profiles -> profile.model_tags (churn, P(alive), gender, occupation, taste, sensitivity)", after=("consumption", "behavior", "interest", "social")),
-    Stage("master", "portrait.jobs.master:run", "sub-profiles + model tags -> gold.profile_snapshot (per date) and gold.profile (MERGE upsert)", after=("consumption", "behavior", "interest", "social", "product_line", "models")),
+    Stage("master", "portrait.jobs.master:run", "sub-profiles + model tags -> gold.profile_snapshot (per date) and gold.profile (upsert)", after=("consumption", "behavior", "interest", "social", "product_line", "models")),
     Stage("monitor", "portrait.jobs.master:run_monitor", "gold.profile_snapshot -> ops.tag_monitoring (coverage, distribution, day-over-day change per tag)", after=("master",)),
     Stage("segments", "portrait.jobs.segments:run", "gold.profile_snapshot -> segment members, bitmaps, group analysis (conf/segments.yaml)", after=("master",)),
 )

@@ -13,7 +13,6 @@ from datetime import date
 
 from deltalake import DeltaTable
 
-from portrait.lib import parquet_commit
 from portrait.lib.tables import Catalog
 
 TOY = {
@@ -78,20 +77,3 @@ def test_jvm_spark_writes_delta_tables_sail_and_deltalake_read(spark, tmp_path):
     commit = log.history(1)[0]
     assert commit.get("numOutputRows", commit.get("operationMetrics", {}).get("numOutputRows")) == 1
     assert not list((tmp_path / "lake" / "test" / "visits").glob("_portrait_write_*"))  # the write's scratch is gone
-
-
-def test_upserted_is_what_merge_into_leaves(spark):
-    existing = spark.createDataFrame(
-        [("a", 1.0, date(2026, 1, 2)), ("b", 2.0, date(2026, 1, 2)), ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1))],
-        "user_id string, score double, updated_on date",
-    )
-    updates = spark.createDataFrame(
-        [("a", 5.0, date(2026, 1, 1)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)), (None, 8.0, date(2026, 1, 3))],
-        "user_id string, score double, updated_on date",
-    )
-    newer = sorted(map(tuple, parquet_commit.upserted(existing, updates, ("user_id",), "updated_on").collect()), key=str)
-    # a: the update is older, kept; b: as new, taken; c: inserted; d: untouched; a null key never matches
-    assert newer == sorted([("a", 1.0, date(2026, 1, 2)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)),
-                            ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1)), (None, 8.0, date(2026, 1, 3))], key=str)
-    always = {r.user_id: r.score for r in parquet_commit.upserted(existing, updates, ("user_id",), None).collect() if r.user_id}
-    assert always == {"a": 5.0, "b": 6.0, "c": 7.0, "d": 4.0}

@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 from portrait.lib import maintenance
-from portrait.lib.tables import Catalog, SchemaMismatch, WriteRefused
+from portrait.lib.tables import Catalog, SchemaMismatch, WriteRefused, upserted
 
 TOY = {
     "test.visits": {
@@ -156,3 +156,24 @@ def test_deltalake_reads_what_the_engine_wrote_and_maintains_it(spark, catalog):
     assert catalog.read(spark, "test.visits", version=1).count() == 1
     maintenance.restore(catalog, "test.visits", 1)
     assert [r[0] for r in rows_of(catalog, spark, "test.visits")] == ["v-2026-07-01"]
+
+
+def test_upserted_is_what_merge_into_leaves(spark):
+    existing = spark.createDataFrame(
+        [("a", 1.0, date(2026, 1, 2)), ("b", 2.0, date(2026, 1, 2)), ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1)),
+         ("e", 3.0, None)],
+        "user_id string, score double, updated_on date",
+    )
+    updates = spark.createDataFrame(
+        [("a", 5.0, date(2026, 1, 1)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)), (None, 8.0, date(2026, 1, 3)),
+         ("e", 5.0, date(2026, 1, 3))],
+        "user_id string, score double, updated_on date",
+    )
+    newer = sorted(map(tuple, upserted(existing, updates, ("user_id",), "updated_on").collect()), key=str)
+    # a: the update is older, kept; b: as new, taken; c: inserted; d: untouched; a null key never matches;
+    # e: a stored null is never older (as in MERGE's condition)
+    assert newer == sorted([("a", 1.0, date(2026, 1, 2)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)),
+                            ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1)), (None, 8.0, date(2026, 1, 3)),
+                            ("e", 3.0, None)], key=str)
+    always = {r.user_id: r.score for r in upserted(existing, updates, ("user_id",), None).collect() if r.user_id}
+    assert always == {"a": 5.0, "b": 6.0, "c": 7.0, "d": 4.0, "e": 5.0}
