@@ -10,10 +10,12 @@ published table at the version it had. The CLI and the Airflow DAG both call
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -105,6 +107,66 @@ class StageResult:
     notes: dict
 
 
+class StagingError(RuntimeError):
+    """A staged copy is missing, was not audited, failed its audit or changed after it."""
+
+
+_held_locks: set[tuple[int, str]] = set()  # (thread, lock path) this process holds
+
+
+@contextmanager
+def stage_lock(ctx: RunContext, stage: str):
+    """Hold the lock of ``stage`` for ``ctx.dt``: one run of a stage for a date at a time.
+
+    A second run (a manual rerun while Airflow runs the date) would delete the
+    first one's staged copy under it; it fails at once instead, naming the
+    holder. ``flock`` is released by the OS when a holder dies, so a killed
+    run never leaves a stale lock. Re-entrant within a thread.
+    """
+    import fcntl
+    import os
+    import socket
+    from datetime import datetime, timezone
+
+    import threading
+
+    path = Path(ctx.lake) / "_staging" / stage / f"{ctx.dt}.lock"
+    held = (threading.get_ident(), str(path))
+    if held in _held_locks:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StagingError(f"stage {stage} for {ctx.dt} is already running ({holder}); "
+                               "wait for it to end or stop it, then run again") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
+        handle.flush()
+        _held_locks.add(held)
+        try:
+            yield
+        finally:
+            _held_locks.discard(held)
+            handle.truncate(0)
+
+
+def _locked(step):
+    """Run ``step(ctx, stage, ...)`` holding the stage's lock for ``ctx.dt``."""
+
+    @functools.wraps(step)
+    def locked(ctx: RunContext, stage: str, *args, **kwargs):
+        with stage_lock(ctx, stage):
+            return step(ctx, stage, *args, **kwargs)
+
+    return locked
+
+
+@_locked
 def publish(ctx: RunContext, stage: str, outputs: list[Output]) -> dict[str, int]:
     """Stage, audit, then publish ``outputs``; raises ``GateFailed`` before publishing anything.
 
@@ -125,10 +187,6 @@ def publish(ctx: RunContext, stage: str, outputs: list[Output]) -> dict[str, int
 # whose audit passed and that has not changed since.
 
 MANIFEST = "manifest.json"
-
-
-class StagingError(RuntimeError):
-    """A staged copy is missing, was not audited, failed its audit or changed after it."""
 
 
 def stage_named(name: str) -> Stage:
@@ -164,6 +222,7 @@ def load_manifest(ctx: RunContext, stage: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@_locked
 def build_staged(ctx: RunContext, stage_name: str) -> dict:
     """Write: run the stage's job for ``ctx.dt`` and write its outputs to the staging copy only."""
     stage = stage_named(stage_name)
@@ -177,6 +236,7 @@ def build_staged(ctx: RunContext, stage_name: str) -> dict:
     return manifest
 
 
+@_locked
 def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
     """Write ``outputs`` to the staging copy and its manifest (nothing is audited or published)."""
     ctx.stage = stage
@@ -203,6 +263,7 @@ def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
     return manifest
 
 
+@_locked
 def audit_staged(ctx: RunContext, stage: str) -> list:
     """Audit: run the gate on the staged copy, record it in ops.gate_results, raise GateFailed if it fails."""
     from datetime import datetime, timezone
@@ -230,6 +291,7 @@ def audit_staged(ctx: RunContext, stage: str) -> list:
     return reports
 
 
+@_locked
 def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
     """Publish: write the audited staged copy to the published tables, then drop the copy."""
     manifest = load_manifest(ctx, stage)
@@ -283,6 +345,7 @@ def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
     return Catalog(lake, conf).version(TASK_FAILURES)
 
 
+@_locked
 def run_stage(ctx: RunContext, stage_name: str) -> StageResult:
     """Run one stage for ``ctx.dt``: job, gate, publish."""
     stage = stage_named(stage_name)

@@ -1,0 +1,53 @@
+"""One run of a stage for a date at a time: a second one fails at once, naming the holder, and touches nothing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import date
+
+import pytest
+
+from portrait.lib.pipeline import RunContext, StagingError, run_stage, stage_lock
+
+HOLD = """
+import sys, time
+from datetime import date
+from portrait.lib.pipeline import RunContext, stage_lock
+with stage_lock(RunContext(None, {lake!r}, date(2026, 9, 30)), "clean"):
+    print("holding", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_a_second_run_of_the_same_stage_and_date_fails_naming_the_holder(tmp_path):
+    lake = str(tmp_path / "lake")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        ctx = RunContext(None, lake, date(2026, 9, 30))
+        staged = tmp_path / "lake" / "_staging" / "clean" / "2026-09-30" / "manifest.json"
+        staged.parent.mkdir(parents=True)
+        staged.write_text("{}")  # the holder's staged copy
+        with pytest.raises(StagingError, match=rf"stage clean for 2026-09-30 is already running \(pid {holder.pid} on "):
+            run_stage(ctx, "clean")
+        assert staged.read_text() == "{}"  # refused before it removed anything
+        with stage_lock(RunContext(None, lake, date(2026, 9, 29)), "clean"), stage_lock(ctx, "models"):
+            pass  # another date, another stage: free
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    with stage_lock(ctx, "clean"), stage_lock(ctx, "clean"):  # released when its holder ended; re-entrant
+        pass
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    lake = str(tmp_path / "lake")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    holder.kill()
+    holder.wait(timeout=60)
+    with stage_lock(RunContext(None, lake, date(2026, 9, 30)), "clean"):
+        pass
