@@ -100,3 +100,11 @@ def test_engine_choice_errors(kwargs, message, monkeypatch):
     monkeypatch.delenv(engine.ENGINE_ENV, raising=False)
     with pytest.raises(engine.EngineError, match=message):
         engine.resolve_engine(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "master, partitions",
+    [("local", "4"), ("local[2]", "8"), ("local[4,3]", "16"), ("spark://host:7077", None), ("yarn", None)],
+)
+def test_jvm_spark_gets_four_shuffle_partitions_per_local_core(master, partitions):
+    assert engine._local_shuffle_partitions(master).get("spark.sql.shuffle.partitions") == partitions
