@@ -108,10 +108,22 @@ def stop() -> None:
             running.server.stop()
 
 
-def _connect(url: str):
-    from pyspark.sql import SparkSession
+#: gRPC's largest message (2 GiB - 1) instead of the client's 128 MB: the server
+#: decides how large a result batch is, and at 1M users one batch of the
+#: models stage's 8M order lines came back larger than 128 MB and failed with
+#: "Decompressed message larger than max".
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 
-    builder = SparkSession.builder.remote(url)
+
+def _connect(url: str):
+    from pyspark.sql.connect.client import DefaultChannelBuilder
+    from pyspark.sql.connect.session import SparkSession
+
+    channel = DefaultChannelBuilder(url, channelOptions=[
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+    ])
+    builder = SparkSession.builder.channelBuilder(channel)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     try:
