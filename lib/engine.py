@@ -124,6 +124,7 @@ def _connect(url: str):
         ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
     ])
     builder = SparkSession.builder.channelBuilder(channel)
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # what builder.remote() sets: pyspark.sql.functions then build Connect columns
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     try:
