@@ -149,7 +149,8 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
             meter.reset()
             ctx = RunContext(spark, lake, end, conf)
             result = run_stage(ctx, stage)
-            rows_in = sum(r["input_records"] for r in result.notes.get("reconciliation", [])) or result.notes.get("rows_in")
+            landing = result.notes.get("reconciliation")  # clean reads landing files: the lines it read
+            rows_in = sum(r["input_records"] for r in landing) if landing else sum(result.notes["rows_read"].values())
             rows_out = sum(result.notes["staged_rows"].values())
             rate = round((rows_in or rows_out) / result.seconds, 1) if result.seconds else None
             figures.append(StageFigures(stage, round(result.seconds, 2), rows_in, rows_out, rate, meter.peak_mb))

@@ -97,6 +97,7 @@ class Catalog:
     lake: str
     conf: Conf = field(default_factory=Conf)
     declarations: dict | None = None
+    tables_read: dict | None = None  # if given, each read notes {table: version read (None: the latest)}
 
     def __post_init__(self):
         if self.declarations is None:
@@ -140,6 +141,8 @@ class Catalog:
     def read(self, spark, name: str, version: int | None = None):
         """The table as a DataFrame; an empty one with the declared schema if never written."""
         spec = self.spec(name)
+        if self.tables_read is not None:
+            self.tables_read.setdefault(name, version)
         if not self.exists(name):
             return spark.createDataFrame([], spec.ddl)
         if not parquet_commit.native_delta(spark):
@@ -262,6 +265,17 @@ class Catalog:
             if commit.get("version") == version:
                 return int(commit.get("operationMetrics", {}).get("numOutputRows") or commit.get("numOutputRows") or 0)
         raise KeyError(f"table {name} has no commit {version} in its log")
+
+    def rows_stored(self, name: str, version: int | None = None) -> int:
+        """Rows in the table's snapshot (latest, or ``version``), from the log's file statistics (no scan)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
+
+        if not self.exists(name):
+            return 0
+        files = pa.table(DeltaTable(self.spec(name).path, version=version).get_add_actions(flatten=True))
+        return int(pc.sum(files["num_records"]).as_py() or 0) if files.num_rows else 0
 
     def version(self, name: str) -> int:
         from deltalake import DeltaTable

@@ -54,6 +54,17 @@ def test_append_adds_rows_and_creates_partitioned_table(spark, catalog):
     assert DeltaTable(catalog.spec("test.visits").path).metadata().partition_columns == ["dt"]
 
 
+def test_a_catalog_notes_what_it_read_and_counts_rows_from_the_log(spark, catalog):
+    catalog.write(spark, visits(spark, [("v1", "u1", 10.0, "2026-07-01"), ("v2", "u2", 20.0, "2026-07-02")]), "test.visits", "append")
+    catalog.write(spark, visits(spark, [("v3", "u3", 30.0, "2026-07-02")]), "test.visits", "partition", "2026-07-02")
+    reading = Catalog(catalog.lake, declarations=TOY, tables_read={})
+    reading.read(spark, "test.visits", version=1)
+    reading.read(spark, "test.people")  # never written: read as empty, counted as 0 rows
+    assert reading.tables_read == {"test.visits": 1, "test.people": None}
+    assert [reading.rows_stored(name, version) for name, version in reading.tables_read.items()] == [2, 0]
+    assert reading.rows_stored("test.visits") == 2 and reading.rows_written("test.visits", 2) == 1
+
+
 def test_rerunning_one_date_leaves_every_other_date_unchanged(spark, catalog):
     """Sail ignores dynamic partition overwrite (a plain overwrite replaces the whole table)."""
     for day in ("2026-07-01", "2026-07-02", "2026-07-03"):
