@@ -147,7 +147,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
         engine_seconds = time.perf_counter() - started
         for stage in stage_names():
             meter.reset()
-            ctx = RunContext(spark, lake, end, conf)
+            ctx = RunContext(spark, lake, end, conf, tables_read={})  # counts what each stage reads
             result = run_stage(ctx, stage)
             landing = result.notes.get("reconciliation")  # clean reads landing files: the lines it read
             rows_in = sum(r["input_records"] for r in landing) if landing else sum(result.notes["rows_read"].values())

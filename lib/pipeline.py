@@ -64,7 +64,7 @@ class RunContext:
     dt: date
     conf: Conf = field(default_factory=Conf)
     notes: dict = field(default_factory=dict)  # figures a stage reports (e.g. reconciliation)
-    tables_read: dict = field(default_factory=dict)  # published tables the job read: {table: version or None}
+    tables_read: dict | None = None  # given a dict (as the bench does), the job's reads are noted and counted
     stage: str = "adhoc"  # set by run_stage
 
     @property
@@ -249,8 +249,8 @@ def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
         staged[output.table] = staging.write(ctx.spark, output.df, output.table, "append")
         rows[output.table] = rows.get(output.table, 0) + staging.rows_written(output.table, staged[output.table])
     ctx.notes["staged_rows"] = rows  # what the stage produced, per table, whatever the publish mode rewrites
-    # what it read: the rows of each published table's snapshot (its own date filters scan fewer)
-    ctx.notes["rows_read"] = {table: ctx.catalog.rows_stored(table, version) for table, version in ctx.tables_read.items()}
+    if ctx.tables_read is not None:  # what it read: each published table's snapshot (its own date filters scan fewer)
+        ctx.notes["rows_read"] = {table: ctx.catalog.rows_stored(table, version) for table, version in ctx.tables_read.items()}
     manifest = {
         "stage": stage,
         "dt": str(ctx.dt),
