@@ -11,84 +11,17 @@ it shares the ``portrait`` pool with it). For each declared table that exists:
 
 Also removes staged copies (``{lake}/_staging``) older than the retention: a
 failed gate leaves its staged rows there for inspection.
-Runs through delta-rs (``lib/maintenance.py``): no engine is started.
+Runs through delta-rs (``lib/portrait/core/maintenance.py``): no engine is started.
 """
+
 from __future__ import annotations
 
-import logging
-import shutil
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable, task
 
-log = logging.getLogger("portrait.airflow")
-
-DEFAULT_TIME_TRAVEL_DAYS = 30
-
-
-def retention_hours(conf) -> int:
-    days = (conf.pipeline.get("maintenance") or {}).get("time_travel_days", DEFAULT_TIME_TRAVEL_DAYS)
-    if not isinstance(days, int) or days < 1:
-        raise ValueError(f"conf/pipeline.yaml maintenance.time_travel_days must be a positive integer, got {days!r}")
-    return days * 24
-
-
-def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
-    """Compact and vacuum every declared table of ``lake``; returns what was done per table."""
-    from portrait.lib import maintenance
-    from portrait.lib.config import Conf
-    from portrait.lib.tables import Catalog
-
-    conf = conf or Conf()
-    hours = retention_hours(conf) if hours is None else hours
-    catalog = Catalog(lake, conf)
-    done, failed = {}, {}
-    for name in catalog.names():
-        if not catalog.exists(name):
-            continue
-        try:
-            compacted = maintenance.compact(catalog, name)
-            removed = maintenance.vacuum(catalog, name, retention_hours=hours)
-            done[name] = {"files_added": compacted.get("numFilesAdded"), "files_removed": compacted.get("numFilesRemoved"),
-                          "vacuumed": len(removed), "version": catalog.version(name)}
-            log.info("%s: %s", name, done[name])
-        except Exception as exc:  # noqa: BLE001 - one table's trouble must not stop the others
-            failed[name] = f"{type(exc).__name__}: {exc}"
-            log.exception("maintenance of %s failed", name)
-    staging = Path(lake) / "_staging"
-    cutoff = time.time() - hours * 3600
-    for folder in staging.glob("*/*") if staging.is_dir() else ():
-        if folder.is_dir() and folder.stat().st_mtime < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed stale staged copy %s", folder)
-    if failed:
-        raise RuntimeError("maintenance failed for " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
-    return done
-
-
-def _record_failure(context) -> None:
-    try:
-        from datetime import datetime, timezone
-
-        from portrait.lib.config import Conf, default_lake
-        from portrait.lib.pipeline import record_task_failure
-        from airflow.sdk import Variable
-
-        ti, exc = context["ti"], context.get("exception")
-        logical = context.get("logical_date") or context["dag_run"].run_after
-        row = {
-            "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "stage": None, "step": "maintenance",
-            "try_number": ti.try_number, "state": "failed", "kind": "maintenance",
-            "error": f"{type(exc).__name__}: {exc}"[:4000] if exc else None, "log_url": ti.log_url,
-            "failed_at": datetime.now(timezone.utc), "dt": pendulum.instance(logical).in_timezone("Asia/Shanghai").date(),
-        }
-        record_task_failure(Variable.get("portrait_lake", default=None) or default_lake(), Conf(), row)
-    except Exception:  # noqa: BLE001
-        log.exception("could not record the failure in ops.task_failures")
-
+from portrait.orchestration.tasks import record_maintenance_failure, resolve_lake
 
 with DAG(
     dag_id="portrait_maintenance",
@@ -105,7 +38,7 @@ with DAG(
         "retry_delay": timedelta(minutes=10),
         "retry_exponential_backoff": 2.0,
         "execution_timeout": timedelta(hours=4),
-        "on_failure_callback": _record_failure,
+        "on_failure_callback": record_maintenance_failure,
     },
     tags=["portrait", "maintenance"],
     doc_md=__doc__,
@@ -113,10 +46,8 @@ with DAG(
 
     @task(task_id="compact_and_vacuum")
     def compact_and_vacuum() -> dict:
-        from airflow.sdk import Variable
+        from portrait.core.maintenance import maintain
 
-        from portrait.lib.config import default_lake
-
-        return maintain(Variable.get("portrait_lake", default=None) or default_lake())
+        return maintain(resolve_lake())
 
     compact_and_vacuum()

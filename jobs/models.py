@@ -25,11 +25,12 @@ items or events for taste) leaves its columns null with the reason in the
 notes; ``model_versions`` names the models that did run, and the gate checks
 that a tag is present exactly when its model ran.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -37,14 +38,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
-from portrait.jobs.subprofiles import SilverAsOf, run_behavior, run_consumption
-from portrait.lib.models import bgnbd, churn, evaluate, gender, load_settings, occupation, registry, sensitivity, taste, threshold
-from portrait.lib.pipeline import Output, RunContext
+from portrait.clean.as_of import SilverAsOf
+from portrait.core.pipeline import Output, RunContext
+from portrait.models import bgnbd, churn, evaluate, gender, load_settings, occupation, registry, sensitivity, taste, threshold
+from portrait.subprofiles.snapshots import BUILDERS
 
 log = logging.getLogger(__name__)
 
 MODEL_TAGS, THRESHOLD_CURVE = "profile.model_tags", "ops.threshold_curve"
-FEATURE_TABLES = {"profile.consumption": run_consumption, "profile.behavior": run_behavior}
 
 
 @dataclass
@@ -64,14 +65,15 @@ class Inputs:
         item_days = max(settings["taste"]["window_days"], settings["sensitivity"]["window_days"])
         signals = [s for s in settings["taste"]["signals"] if s != taste.ORDER]
         events = silver.events(since=dt - timedelta(days=settings["taste"]["window_days"] - 1)).where(
-            (F.col("product_line") == settings["taste"]["product_line"]) & F.col("event_type").isin(*signals)
-            & F.col("user_id").isNotNull()
+            (F.col("product_line") == settings["taste"]["product_line"]) & F.col("event_type").isin(*signals) & F.col("user_id").isNotNull()
         )
         return cls(
             users=silver.users().select("user_id", "name", "gender").toPandas(),
             purchases=silver.orders().select("user_id", "dt", "address_id", "coupon_amount").toPandas(),
             items=silver.order_items(since=dt - timedelta(days=item_days - 1))
-            .where(F.col("category").isin(*categories)).select("user_id", "category", "price", "qty", "dt").toPandas(),
+            .where(F.col("category").isin(*categories))
+            .select("user_id", "category", "price", "qty", "dt")
+            .toPandas(),
             # counted on the engine: millions of views become a row per user, kind and category
             events=events.groupBy("user_id", "event_type", "category").agg(F.count(F.lit(1)).alias("n")).toPandas(),
             addresses=silver.addresses().select("address_id", "poi_type").toPandas(),
@@ -104,7 +106,9 @@ def run(ctx: RunContext) -> list[Output]:
         scored = churn.score_spark(model, customer_features(ctx, settings["churn"], ctx.dt)).toPandas()
         tags = tags.merge(scored[["user_id", "churn_probability"]], on="user_id", how="left")
         versions["churn"] = churn_version
-        outputs.append(Output(THRESHOLD_CURVE, threshold_curve(ctx, settings, tags["churn_probability"].dropna(), churn_version), "partition", ctx.dt))
+        outputs.append(
+            Output(THRESHOLD_CURVE, threshold_curve(ctx, settings, tags["churn_probability"].dropna(), churn_version), "partition", ctx.dt)
+        )
     ctx.notes["model_versions"] = versions
     ctx.notes["models_skipped"] = skipped
     outputs.insert(0, Output(MODEL_TAGS, model_tags_frame(ctx, tags, versions), "partition", ctx.dt))
@@ -114,8 +118,16 @@ def run(ctx: RunContext) -> list[Output]:
 # --------------------------------------------------------------------------- daily models
 
 
-def _register(ctx: RunContext, model: str, params: dict, train_start: date, metrics: dict | None = None,
-              fitted=None, train_end: date | None = None, metrics_dt: date | None = None) -> None:
+def _register(
+    ctx: RunContext,
+    model: str,
+    params: dict,
+    train_start: date,
+    metrics: dict | None = None,
+    fitted=None,
+    train_end: date | None = None,
+    metrics_dt: date | None = None,
+) -> None:
     """Save the artefact of ``model`` version D, upsert its registry row and record its metrics (on ``metrics_dt``, default D).
 
     Written when the model is trained, not through the stage's gate: the
@@ -123,8 +135,11 @@ def _register(ctx: RunContext, model: str, params: dict, train_start: date, metr
     """
     version = registry.version_for(ctx.dt)
     folder = registry.save(ctx.lake, model, version, params, fitted)
-    registry.register(ctx.spark, ctx.catalog, registry.ModelVersion(
-        model, version, datetime.now(timezone.utc), train_start, train_end or ctx.dt, params, metrics or {}, str(folder)))
+    registry.register(
+        ctx.spark,
+        ctx.catalog,
+        registry.ModelVersion(model, version, datetime.now(UTC), train_start, train_end or ctx.dt, params, metrics or {}, str(folder)),
+    )
     if metrics:
         registry.record_metrics(ctx.spark, ctx.catalog, model, version, metrics_dt or ctx.dt, metrics)
 
@@ -141,8 +156,13 @@ def fit_bgnbd(ctx: RunContext, settings: dict, inputs: Inputs) -> pd.DataFrame:
     scores = bgnbd.score(params, summary, settings["bgnbd"]["horizon_days"])
     if not (scores["p_alive"].between(0, 1).all() and (scores["expected_purchases"] >= 0).all()):  # NaN fails too
         raise ValueError(f"the BG/NBD fit on {len(summary)} customers is degenerate ({params}): too little order history")
-    _register(ctx, "bgnbd", {**params.to_dict(), "penalty": penalty}, min(inputs.purchases["dt"]),
-              {"log_likelihood": log_likelihood, "customers": float(len(summary))})
+    _register(
+        ctx,
+        "bgnbd",
+        {**params.to_dict(), "penalty": penalty},
+        min(inputs.purchases["dt"]),
+        {"log_likelihood": log_likelihood, "customers": float(len(summary))},
+    )
     return scores.rename(columns={"expected_purchases": "expected_purchases_30d"})
 
 
@@ -150,8 +170,16 @@ def fit_gender(ctx: RunContext, settings: dict, inputs: Inputs) -> pd.DataFrame:
     """P(male) from the given name, learnt from the users who reported a gender (plus the name register)."""
     conf = settings["gender"]
     surnames = frozenset(conf["compound_surnames"])
-    model = gender.train(inputs.users["name"], inputs.users["gender"], surnames, conf["smoothing"],
-                         gender.charfreq_prior(), conf["prior_weight"], conf["name_weight"], conf["min_name_users"])
+    model = gender.train(
+        inputs.users["name"],
+        inputs.users["gender"],
+        surnames,
+        conf["smoothing"],
+        gender.charfreq_prior(),
+        conf["prior_weight"],
+        conf["name_weight"],
+        conf["min_name_users"],
+    )
     labelled = int(inputs.users["gender"].isin([gender.MALE, gender.FEMALE]).sum())
     _register(ctx, "gender", {**model.to_dict(), "labelled_users": labelled}, ctx.dt)
     return pd.DataFrame({"user_id": inputs.users["user_id"], "p_male": gender.p_male(model, inputs.users["name"], surnames)})
@@ -207,7 +235,7 @@ def customer_features(ctx: RunContext, settings: dict, snapshot: date) -> DataFr
     for table, columns in settings["features"].items():
         rows = ctx.catalog.read(ctx.spark, table).where(F.col("dt") == F.lit(snapshot))
         if rows.select("user_id").limit(1).count() == 0:
-            rows = FEATURE_TABLES[table](replace(ctx, dt=snapshot))[0].df
+            rows = BUILDERS[table](replace(ctx, dt=snapshot))
         if table == "profile.consumption":
             rows = rows.where(F.col("orders_total") > 0)  # the customers: labels and scores are for them
         rows = rows.select("user_id", *columns)
@@ -225,9 +253,13 @@ def training_snapshots(ctx: RunContext, settings: dict, first_order_day: date | 
 
 def latest_churn_version(ctx: RunContext) -> str | None:
     """The newest churn version trained on or before D (a rerun of an old date never uses a later model)."""
-    row = (ctx.catalog.read(ctx.spark, registry.REGISTRY)
-           .where((F.col("model") == "churn") & (F.col("version") <= registry.version_for(ctx.dt)))
-           .orderBy(F.col("version").desc()).select("version").first())
+    row = (
+        ctx.catalog.read(ctx.spark, registry.REGISTRY)
+        .where((F.col("model") == "churn") & (F.col("version") <= registry.version_for(ctx.dt)))
+        .orderBy(F.col("version").desc())
+        .select("version")
+        .first()
+    )
     return None if row is None else row["version"]
 
 
@@ -240,10 +272,12 @@ def churn_model(ctx: RunContext, settings: dict, purchases: pd.DataFrame) -> tup
     first_order_day = min(purchases["dt"]) if len(purchases) else None
     snapshots = training_snapshots(ctx, conf, first_order_day)
     if len(snapshots) < 2 or snapshots[-1] > snapshots[0] - timedelta(days=conf["horizon_days"]):
-        note = (f"not enough history to train churn on {ctx.dt}: a time split needs a labelled snapshot on "
-                f"{snapshots[0] if snapshots else ctx.dt - timedelta(days=conf['horizon_days'])} and one at least "
-                f"{conf['horizon_days']} days earlier, each with {conf['min_history_days']} days of orders before it "
-                f"(orders since {first_order_day})")
+        note = (
+            f"not enough history to train churn on {ctx.dt}: a time split needs a labelled snapshot on "
+            f"{snapshots[0] if snapshots else ctx.dt - timedelta(days=conf['horizon_days'])} and one at least "
+            f"{conf['horizon_days']} days earlier, each with {conf['min_history_days']} days of orders before it "
+            f"(orders since {first_order_day})"
+        )
         if current is None:
             return None, None, note
         return registry.load_fitted(ctx.lake, "churn", current), current, f"{note}; using version {current}"
@@ -268,12 +302,23 @@ def train_churn(ctx: RunContext, settings: dict, purchases: pd.DataFrame, snapsh
 def threshold_curve(ctx: RunContext, settings: dict, probabilities: pd.Series, version: str) -> DataFrame:
     """Expected retention profit per threshold on D's churn probabilities; the best one flagged and recorded."""
     economics = settings["retention"]
-    curve = threshold.profit_curve(probabilities.to_numpy(), economics["retention_cost"], economics["success_rate"],
-                                   economics["value_per_user"], economics["threshold_step"])
+    curve = threshold.profit_curve(
+        probabilities.to_numpy(),
+        economics["retention_cost"],
+        economics["success_rate"],
+        economics["value_per_user"],
+        economics["threshold_step"],
+    )
     best = threshold.best_threshold(curve)
     at_best = curve[np.isclose(curve["threshold"], best)].iloc[0]
-    registry.record_metrics(ctx.spark, ctx.catalog, "churn", version, ctx.dt, {
-        "best_threshold": best, "best_expected_profit": float(at_best["expected_profit"]), "targeted_at_best": float(at_best["targeted"])})
+    registry.record_metrics(
+        ctx.spark,
+        ctx.catalog,
+        "churn",
+        version,
+        ctx.dt,
+        {"best_threshold": best, "best_expected_profit": float(at_best["expected_profit"]), "targeted_at_best": float(at_best["targeted"])},
+    )
     spec = ctx.catalog.spec(THRESHOLD_CURVE)
     curve = curve.assign(model="churn", version=version, best=np.isclose(curve["threshold"], best), dt=ctx.dt)
     return ctx.spark.createDataFrame(curve[list(spec.columns)].astype({"targeted": "int64"}), spec.ddl)
@@ -291,9 +336,11 @@ def model_tags_frame(ctx: RunContext, tags: pd.DataFrame, versions: dict[str, st
     schema = "user_id string, gender_reported string, " + ", ".join(f"{c} double" for c in tag_columns)
     df = ctx.spark.createDataFrame(frame.astype({"user_id": object, "gender_reported": object}).replace({np.nan: None}), schema)
     pairs = [F.lit(v) for name, version in sorted(versions.items()) for v in (name, version)]
-    df = df.withColumns({
-        "churn_model_version": F.lit(versions.get("churn")).cast("string"),
-        "model_versions": F.create_map(*pairs) if pairs else F.create_map().cast("map<string,string>"),
-        "dt": F.lit(ctx.dt).cast("date"),
-    })
+    df = df.withColumns(
+        {
+            "churn_model_version": F.lit(versions.get("churn")).cast("string"),
+            "model_versions": F.create_map(*pairs) if pairs else F.create_map().cast("map<string,string>"),
+            "dt": F.lit(ctx.dt).cast("date"),
+        }
+    )
     return df.select(*spec.columns)

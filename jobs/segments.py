@@ -6,17 +6,18 @@ churn threshold the models stage chose for D; everything else is the pure
 transforms of lib/audiences.py over the rules of conf/segments.yaml. A rule
 that names an unknown tag or threshold stops the stage before anything runs.
 """
+
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 from pyspark.sql import functions as F
 
-from portrait.jobs.subprofiles import SilverAsOf
-from portrait.lib import audiences
-from portrait.lib.bitmaps import SEGMENT_BITMAPS, SEGMENT_MEMBERS, TAG_VALUE_BITMAPS, USER_INDEX
-from portrait.lib.pipeline import Output, RunContext
-from portrait.lib.segments import SegmentBook, SegmentRuleError, chosen_by, load_book
+from portrait.clean.as_of import SilverAsOf
+from portrait.core.pipeline import Output, RunContext
+from portrait.segments import audiences
+from portrait.segments.bitmaps import SEGMENT_BITMAPS, SEGMENT_MEMBERS, TAG_VALUE_BITMAPS, USER_INDEX
+from portrait.segments.rules import SegmentBook, SegmentRuleError, chosen_by, load_book
 
 ANALYSIS, TRANSITIONS = "gold.segment_analysis", "gold.tag_transitions"
 
@@ -77,5 +78,10 @@ def run(ctx: RunContext) -> list[Output]:
         Output(SEGMENT_BITMAPS, bitmaps, "partition", ctx.dt),
         Output(TAG_VALUE_BITMAPS, audiences.tag_value_bitmaps(tagged, indices, book, ctx.dt), "partition", ctx.dt),
         Output(ANALYSIS, audiences.distributions(tagged, members, book, ctx.dt), "partition", ctx.dt),
-        Output(TRANSITIONS, audiences.transitions(previous, tagged, previous_members, members, book, ctx.dt, {r["segment"] for r in built}), "partition", ctx.dt),
+        Output(
+            TRANSITIONS,
+            audiences.transitions(previous, tagged, previous_members, members, book, ctx.dt, {r["segment"] for r in built}),
+            "partition",
+            ctx.dt,
+        ),
     ]

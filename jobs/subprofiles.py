@@ -9,91 +9,23 @@ by logins known on D (:func:`read_attributed_events`). Each stage reads no
 further back than the longest window its tags declare, and replaces exactly
 the ``dt = D`` partition of its table (seed: 子画像作为中间结果并不会被删除).
 """
+
 from __future__ import annotations
 
-from datetime import date
-
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
-
-from portrait.lib.contract import business_date, end_of_day_utc
-from portrait.lib.facts import TagDictionary, behavior, consumption, interest, product_line, social
-from portrait.lib.identity import read_attributed_events
-from portrait.lib.pipeline import Output, RunContext
+from portrait.core.pipeline import Output, RunContext
+from portrait.subprofiles.snapshots import BUILDERS
 
 
-class SilverAsOf:
-    """The silver tables as they were known at the end of business day ``ctx.dt``."""
+def _snapshot(table: str):
+    def run(ctx: RunContext) -> list[Output]:
+        return [Output(table, BUILDERS[table](ctx), "partition", ctx.dt)]
 
-    def __init__(self, ctx: RunContext):
-        self.spark, self.catalog, self.dt = ctx.spark, ctx.catalog, ctx.dt
-        self.time_zone = ctx.conf.pipeline["time_zone"]
-        self.stitch_lookback_hours = ctx.conf.pipeline["clean"]["stitch_lookback_hours"]
-
-    def _facts(self, table: str, since: date | None) -> DataFrame:
-        known = self.catalog.read(self.spark, table).where((F.col("dt") <= F.lit(self.dt)) & (F.col("landing_dt") <= F.lit(self.dt)))
-        return known if since is None else known.where(F.col("dt") >= F.lit(since))
-
-    def users(self) -> DataFrame:
-        """Each user's latest record landed by D, with the business date of registration."""
-        history = self.catalog.read(self.spark, "silver.users_history").where(F.col("dt") <= F.lit(self.dt))
-        latest_landing = history.groupBy("user_id").agg(F.max("dt").alias("dt"))  # one version per user and landing day
-        latest = history.join(latest_landing, ["user_id", "dt"])  # 30x faster on Sail 0.7.2 than max_by(struct(...), dt)
-        return latest.withColumn("registered_dt", business_date("registered_at", self.time_zone))
-
-    def orders(self, since: date | None = None) -> DataFrame:
-        """Orders that count (not cancelled)."""
-        return self._facts("silver.orders", since).where(F.col("status") != "cancelled")
-
-    def order_items(self, since: date | None = None) -> DataFrame:
-        """Line items of orders that count."""
-        cancelled = self._facts("silver.orders", since).where(F.col("status") == "cancelled").select("order_id")
-        return self._facts("silver.order_items", since).join(cancelled, "order_id", "left_anti")
-
-    def events(self, since: date | None = None) -> DataFrame:
-        return read_attributed_events(self.spark, self.catalog, self.stitch_lookback_hours, until=self.dt, since=since)
-
-    def addresses(self) -> DataFrame:
-        """Address records as updated by the end of D (silver.addresses keeps only the latest version)."""
-        addresses = self.catalog.read(self.spark, "silver.addresses")
-        return addresses.where(F.col("updated_at") <= end_of_day_utc(self.dt, self.time_zone))
+    run.__doc__ = f"The stage that replaces the dt = D partition of {table}."
+    return run
 
 
-def _snapshot(ctx: RunContext, table: str, df: DataFrame) -> list[Output]:
-    return [Output(table, df, "partition", ctx.dt)]
-
-
-def run_consumption(ctx: RunContext) -> list[Output]:
-    silver, tags = SilverAsOf(ctx), TagDictionary.load(ctx.conf)
-    refunds = silver.events(since=tags.first_day(ctx.dt, "refund_count", "refund_amount")).where(F.col("event_type") == "refund")
-    df = consumption(silver.users(), silver.orders(), refunds, ctx.dt, tags)
-    return _snapshot(ctx, "profile.consumption", df)
-
-
-def run_behavior(ctx: RunContext) -> list[Output]:
-    silver, tags = SilverAsOf(ctx), TagDictionary.load(ctx.conf)
-    events = silver.events(since=tags.first_day(ctx.dt, "last_active_dt"))
-    df = behavior(silver.users(), events, ctx.dt, tags, silver.time_zone)
-    return _snapshot(ctx, "profile.behavior", df)
-
-
-def run_interest(ctx: RunContext) -> list[Output]:
-    silver, tags = SilverAsOf(ctx), TagDictionary.load(ctx.conf)
-    since = tags.first_day(ctx.dt, "interest_weights")
-    df = interest(silver.users(), silver.events(since), silver.order_items(since), ctx.dt, tags)
-    return _snapshot(ctx, "profile.interest", df)
-
-
-def run_social(ctx: RunContext) -> list[Output]:
-    silver, tags = SilverAsOf(ctx), TagDictionary.load(ctx.conf)
-    orders = silver.orders(since=tags.first_day(ctx.dt, "common_addresses"))
-    df = social(silver.users(), orders, silver.addresses(), ctx.dt, tags)
-    return _snapshot(ctx, "profile.social", df)
-
-
-def run_product_line(ctx: RunContext) -> list[Output]:
-    silver, tags = SilverAsOf(ctx), TagDictionary.load(ctx.conf)
-    since = tags.first_day(ctx.dt, "line_last_use_dt", "line_usage")
-    lines = ctx.conf.landing["sources"]["events"]["fields"]["product_line"]["values"]
-    df = product_line(silver.users(), silver.events(since), silver.orders(since), ctx.dt, tags, lines)
-    return _snapshot(ctx, "profile.product_line", df)
+run_consumption = _snapshot("profile.consumption")
+run_behavior = _snapshot("profile.behavior")
+run_interest = _snapshot("profile.interest")
+run_social = _snapshot("profile.social")
+run_product_line = _snapshot("profile.product_line")

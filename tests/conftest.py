@@ -1,9 +1,10 @@
 """Shared fixtures: one real embedded Sail engine for the whole test session."""
+
 from __future__ import annotations
 
 import pytest
 
-from portrait.lib import engine
+from portrait.core import engine
 
 
 @pytest.fixture(scope="session")

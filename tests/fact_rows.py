@@ -3,14 +3,15 @@
 Every test snapshot is taken on ``D``; ``ago(n)`` is the business date n days
 before it, so a test reads like the window definitions in conf/tags.yaml.
 """
+
 from __future__ import annotations
 
 import copy
 from datetime import date, datetime, timedelta
 
-from portrait.lib.config import Conf
-from portrait.lib.facts import TagDictionary
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf
+from portrait.core.tables import Catalog
+from portrait.subprofiles import TagDictionary
 
 D = date(2026, 7, 31)
 UTC_OFFSET_HOURS = 8  # Asia/Shanghai, no daylight saving

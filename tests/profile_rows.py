@@ -4,18 +4,28 @@
 values, the labels a job always sets (LABELS), and zeros / empty lists /
 nulls by type for the rest.
 """
+
 from __future__ import annotations
 
 from datetime import date
 
-from portrait.lib.config import Conf
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf
+from portrait.core.tables import Catalog
 
 CONF = Conf()
 #: Values a sub-profile job always sets (labels); every other column defaults by type.
 LABELS = {
-    "profile.consumption": {"lifecycle_stage": "old", "vip_tier": "regular", "orders_total": 2, "orders_30d": 2, "spend_30d": 80.0,
-                            "rfm_r": 3, "rfm_f": 3, "rfm_m": 3, "rfm_segment": "loyal"},
+    "profile.consumption": {
+        "lifecycle_stage": "old",
+        "vip_tier": "regular",
+        "orders_total": 2,
+        "orders_30d": 2,
+        "spend_30d": 80.0,
+        "rfm_r": 3,
+        "rfm_f": 3,
+        "rfm_m": 3,
+        "rfm_segment": "loyal",
+    },
     "profile.behavior": {"activity_tag": "active", "logins_30d": 3},
     "profile.social": {"gender_reported": "F", "city": "上海"},
     "profile.model_tags": {"gender_reported": "F", "p_male": 0.1, "model_versions": {"gender": "20260901"}},

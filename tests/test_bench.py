@@ -1,4 +1,5 @@
 """The benchmark command at a small size, so it cannot rot (the large figures live in the README)."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,10 @@ from deltalake import DeltaTable
 
 def bench(lake: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "portrait.lib.cli", "bench", "--users", "300", "--days", "4",
-         "--lake", str(lake), "--json", str(out), *extra],
-        capture_output=True, text=True, timeout=900,
+        [sys.executable, "-m", "portrait.cli", "bench", "--users", "300", "--days", "4", "--lake", str(lake), "--json", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
@@ -35,7 +37,7 @@ def small_bench(tmp_path_factory):
 
 def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
     tmp_path, stdout, report, rerun = small_bench
-    from portrait.lib.pipeline import stage_names
+    from portrait.core.pipeline import stage_names
 
     assert [s["stage"] for s in report["stages"]] == stage_names()
     clean = report["stages"][0]
@@ -47,22 +49,31 @@ def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
     assert rerun["generate_seconds"] < 1.0  # the rerun reused the landing zone and the cleaned history
     # and the lake it leaves holds profiles `portrait show` can print
     shown = subprocess.run(
-        [sys.executable, "-m", "portrait.lib.cli", "show", "--sample", "--lake", str(tmp_path / "lake")],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "portrait.cli", "show", "--sample", "--lake", str(tmp_path / "lake")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     profile = json.loads(shown.stdout)
     assert profile["快照日期"] == report["date"] and profile["ID"].startswith("u")
     assert {"性别", "社会属性", "消费", "行为", "产品线"} <= set(profile)
     missing = subprocess.run(
-        [sys.executable, "-m", "portrait.lib.cli", "show", "nobody", "--lake", str(tmp_path / "lake")],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "portrait.cli", "show", "nobody", "--lake", str(tmp_path / "lake")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert missing.returncode == 1 and missing.stderr.strip() == f"portrait show: ProfileNotFound: user nobody has no profile on {report['date']}"
+    assert (
+        missing.returncode == 1
+        and missing.stderr.strip() == f"portrait show: ProfileNotFound: user nobody has no profile on {report['date']}"
+    )
     # and `portrait export` writes every user of the snapshot as one JSON line, saying where
     exported = subprocess.run(
-        [sys.executable, "-m", "portrait.lib.cli", "export", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "all.jsonl")],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "portrait.cli", "export", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "all.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert exported.returncode == 0, exported.stderr[-3000:]
     lines = (tmp_path / "all.jsonl").read_text(encoding="utf-8").splitlines()

@@ -1,4 +1,5 @@
 """The clean job on hand-written dirty landing files (tests/dirty_landing.py)."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,15 +9,23 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from portrait.lib.config import Conf
-from portrait.lib.identity import read_attributed_events
-from portrait.lib.pipeline import RunContext, run_stage
-from portrait.lib.tables import Catalog
-from portrait import REPO_ROOT
 import dirty_landing as landing
+from portrait.clean.identity import read_attributed_events
+from portrait.core.config import Conf
+from portrait.core.pipeline import RunContext, run_stage
+from portrait.core.tables import Catalog
+from repo import REPO_ROOT
 
 DAY1, DAY2 = date(2026, 7, 1), date(2026, 7, 2)
-SILVER = ["silver.events", "silver.orders", "silver.order_items", "silver.users_history", "silver.users", "silver.addresses", "silver.device_map"]
+SILVER = [
+    "silver.events",
+    "silver.orders",
+    "silver.order_items",
+    "silver.users_history",
+    "silver.users",
+    "silver.addresses",
+    "silver.device_map",
+]
 ALL_TABLES = SILVER + ["quarantine.records", "ops.reconciliation"]
 
 
@@ -110,7 +119,7 @@ def test_each_rejection_rule_with_its_reason(spark, cleaned):
     assert rule_of[("events", "e8")] == ("missing_field", "missing required field 'device_id'")
     assert rule_of[("events", "bot0")][0] == "bot_device" and "dbot" in rule_of[("events", "bot0")][1]
     malformed = [r for r in rows if r.rule == "malformed_json"]
-    assert sorted(r.raw_line for r in malformed) == ['not json at all', '{"user_id": "u3", "name": "李']
+    assert sorted(r.raw_line for r in malformed) == ["not json at all", '{"user_id": "u3", "name": "李']
     assert all(r.source_file.endswith(".jsonl") and r.line_no >= 1 and r.dt == DAY1 for r in rows)
     number_id = [r for r in rows if r.rule == "wrong_type" and r.source == "events"]
     assert [(r.line_no, r.detail) for r in number_id] == [(10, "field 'event_id' is BIGINT, expected string")]
@@ -119,7 +128,7 @@ def test_each_rejection_rule_with_its_reason(spark, cleaned):
 def test_timestamps_in_both_forms_become_utc_with_a_shanghai_business_date(spark, cleaned):
     catalog, _, _ = cleaned
     orders = {r.order_id: r for r in catalog.read(spark, "silver.orders").collect()}
-    assert str(orders["o1"].ts) == "2026-07-01 03:00:00" and orders["o1"].dt == DAY1      # epoch ms
+    assert str(orders["o1"].ts) == "2026-07-01 03:00:00" and orders["o1"].dt == DAY1  # epoch ms
     assert str(orders["o7"].ts) == "2026-06-30 12:00:00" and orders["o7"].dt == date(2026, 6, 30)  # ISO +08:00
     events = {r.event_id: r for r in catalog.read(spark, "silver.events").collect()}
     # 2026-06-30T16:00Z is already 2026-07-01 in Shanghai
@@ -151,10 +160,12 @@ def test_identity_stitching_same_day_and_across_days(spark, cleaned):
     assert attributed["e5"] == "u1"  # ...the device map attributes them when read
     as_of_day1 = {r.event_id: r.user_id for r in read_attributed_events(spark, catalog, lookback, until=DAY1).collect()}
     assert as_of_day1["e5"] is None and "e9" not in as_of_day1  # no look-ahead
-    assert table_rows(spark, catalog, "silver.device_map") == sorted([
-        ("d2", "u2", events["e3"].ts, events["e3"].ts, DAY1),
-        ("d3", "u1", stored_ts(catalog, spark, "e9"), stored_ts(catalog, spark, "e9"), DAY2),
-    ])
+    assert table_rows(spark, catalog, "silver.device_map") == sorted(
+        [
+            ("d2", "u2", events["e3"].ts, events["e3"].ts, DAY1),
+            ("d3", "u1", stored_ts(catalog, spark, "e9"), stored_ts(catalog, spark, "e9"), DAY2),
+        ]
+    )
 
 
 @pytest.mark.parametrize("since", [DAY1, DAY2])
@@ -214,7 +225,7 @@ def test_rerun_is_idempotent_and_never_touches_other_dates(spark, lake, tmp_path
 
 
 def test_failed_gate_publishes_nothing_and_names_the_table(spark, lake, tmp_path):
-    from portrait.lib.gates import GateFailed
+    from portrait.gates import GateFailed
 
     conf = make_conf(tmp_path, max_quarantine_ratio=0.05)  # day 1 is far dirtier than 5 %
     catalog = Catalog(str(lake), conf)
@@ -227,7 +238,7 @@ def test_failed_gate_publishes_nothing_and_names_the_table(spark, lake, tmp_path
 
 
 def test_failed_gate_leaves_published_versions_unchanged(spark, lake, tmp_path):
-    from portrait.lib.gates import GateFailed
+    from portrait.gates import GateFailed
 
     good = make_conf(tmp_path / "good")
     clean(spark, lake, good, DAY1)

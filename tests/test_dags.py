@@ -9,6 +9,7 @@ The tests of this module build on each other, in file order: one date runs end
 to end, a second date with broken input fails at its gate, and the same date
 succeeds after the input is fixed.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from portrait.lib.config import Conf
-from portrait.lib.pipeline import STAGES
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf
+from portrait.core.pipeline import STAGES
+from portrait.core.tables import Catalog
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
@@ -107,7 +108,7 @@ DRIVER = textwrap.dedent(
         del os.environ["AIRFLOW_CONN_PORTRAIT_SPARK_REMOTE"]
 
         # which errors are retried: run steps that must fail, and see how they fail
-        from portrait.lib import engine
+        from portrait.core import engine
 
         os.environ["AIRFLOW_VAR_PORTRAIT_LAKE"] = sys.argv[4]
         context = {"logical_date": pendulum.datetime(2026, 7, 9, tz="UTC"), "dag_run": None}
@@ -122,12 +123,9 @@ DRIVER = textwrap.dedent(
                                   module.failure_kind(exc), engine.current_engine()]
         result["outcomes"] = outcomes
     elif mode == "maintain":
-        import importlib.util
+        from portrait.core.maintenance import maintain
 
-        spec = importlib.util.spec_from_file_location("portrait_maintenance_probe", sys.argv[3])
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        result["done"] = module.maintain(sys.argv[4])
+        result["done"] = maintain(sys.argv[4])
     elif mode == "test":
         import pendulum
         from airflow.dag_processing.dagbag import DagBag
@@ -150,7 +148,7 @@ DRIVER = textwrap.dedent(
 @pytest.fixture(scope="module")
 def af(tmp_path_factory):
     """A migrated Airflow home, the pools and the lake Variable; a generated landing zone."""
-    from portrait.lib.generate import generate
+    from portrait.devtools.generate import generate
 
     root = tmp_path_factory.mktemp("airflow")
     lake = root / "lake"
@@ -236,7 +234,7 @@ def test_dag_file_is_thin(tmp_path):
     """Importing the DAG file starts no engine, imports no pyspark, touches no lake, takes well under a second."""
     lake = tmp_path / "must-not-exist"
     probe = textwrap.dedent(
-        f'''
+        f"""
         import importlib.util, json, os, sys, time
         started = time.perf_counter()
         import airflow.sdk  # Airflow itself: already loaded in the DAG processor
@@ -247,11 +245,11 @@ def test_dag_file_is_thin(tmp_path):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         dag_seconds = time.perf_counter() - started
-        heavy = ("pyspark", "pysail", "great_expectations", "deltalake", "pandas", "pyarrow", "portrait.jobs", "portrait.lib.gates")
+        heavy = ("pyspark", "pysail", "great_expectations", "deltalake", "pandas", "pyarrow", "jobs", "portrait.gates")
         loaded = sorted(m for m in set(sys.modules) - before if m.startswith(heavy))
         print(json.dumps({{"airflow": airflow_seconds, "dag_file": dag_seconds, "loaded": loaded,
                           "pyspark": "pyspark" in sys.modules, "tasks": len(module.dag.tasks)}}))
-        '''
+        """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PORTRAIT_"))}
     env.update(AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__LOAD_EXAMPLES="False", PORTRAIT_LAKE=str(lake))
@@ -365,7 +363,10 @@ def test_broken_input_fails_at_the_gate_and_publishes_nothing(af):
     assert tis["clean.build"][0] == "success"
     assert tis["clean.gate"] == ["failed", 1], "a failed gate must fail at once, without retries"
     assert tis["clean.publish"][0] == "upstream_failed"
-    assert {task_id for task_id, (state, _) in tis.items() if state == "upstream_failed"} == _expected_task_ids() - {"clean.build", "clean.gate"}
+    assert {task_id for task_id, (state, _) in tis.items() if state == "upstream_failed"} == _expected_task_ids() - {
+        "clean.build",
+        "clean.gate",
+    }
 
     after = _versions(lake)
     changed = {name for name in after if before.get(name) != after[name]}
@@ -424,7 +425,6 @@ def test_weekly_maintenance_compacts_and_vacuums_keeping_time_travel(af):
         DeltaTable(catalog.spec(name).path, version=version).to_pyarrow_table()  # time travel to before the compaction
 
 
-
 # --------------------------------------------------------------------------- publish refuses what was not audited
 
 
@@ -433,7 +433,7 @@ def test_publish_refuses_a_staged_copy_that_was_not_audited_failed_or_changed(tm
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from portrait.lib.pipeline import RunContext, StagingError, publish_staged, staging_catalog
+    from portrait.core.pipeline import RunContext, StagingError, publish_staged, staging_catalog
 
     ctx = RunContext(spark=None, lake=str(tmp_path), dt=D1, conf=Conf())  # refused before any engine work
     with pytest.raises(StagingError, match="no staged copy"):
@@ -442,8 +442,14 @@ def test_publish_refuses_a_staged_copy_that_was_not_audited_failed_or_changed(tm
     ctx.stage = "clean"
     path = staging_catalog(ctx).spec("ops.reconciliation").path
     write_deltalake(path, pa.table({"source": ["orders"]}))
-    manifest = {"stage": "clean", "dt": str(D1), "outputs": [{"table": "ops.reconciliation", "mode": "partition", "partition_value": str(D1)}],
-                "staged_versions": {"ops.reconciliation": 0}, "notes": {}, "audit": None}
+    manifest = {
+        "stage": "clean",
+        "dt": str(D1),
+        "outputs": [{"table": "ops.reconciliation", "mode": "partition", "partition_value": str(D1)}],
+        "staged_versions": {"ops.reconciliation": 0},
+        "notes": {},
+        "audit": None,
+    }
     write = lambda: (ctx.staging_dir / "manifest.json").write_text(json.dumps(manifest))  # noqa: E731
     write()
     with pytest.raises(StagingError, match="not audited"):

@@ -1,4 +1,5 @@
 """The engine: embedded Sail by default, any Spark Connect endpoint on request, JVM Spark opt-in."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import textwrap
 
 import pytest
 
-from portrait.lib import engine
+from portrait.core import engine
 
 PY = sys.executable
 
@@ -29,7 +30,7 @@ def test_process_exits_promptly_without_an_explicit_stop():
     """Stopping the client before the in-process server is what lets the process exit."""
     done = run_python(
         """
-        from portrait.lib import engine
+        from portrait.core import engine
         spark = engine.get_spark()
         print(spark.range(3).count(), engine.current_engine())
         """,
@@ -42,7 +43,7 @@ def test_process_exits_promptly_without_an_explicit_stop():
 def test_stop_then_start_again():
     done = run_python(
         """
-        from portrait.lib import engine
+        from portrait.core import engine
         first = engine.get_spark(); first.range(1).count(); engine.stop(); engine.stop()
         second = engine.get_spark(); print(second.range(2).count(), first is not second)
         """
@@ -61,7 +62,7 @@ def test_remote_endpoint_from_environment():
         host, port = server.listening_address
         done = run_python(
             """
-            from portrait.lib import engine
+            from portrait.core import engine
             spark = engine.get_spark()
             print(engine.current_engine(), spark.range(5).count())
             """,
@@ -76,7 +77,7 @@ def test_remote_endpoint_from_environment():
 def test_unreachable_remote_is_one_clear_error():
     done = run_python(
         """
-        from portrait.lib import engine
+        from portrait.core import engine
         try:
             engine.get_spark(remote="sc://127.0.0.1:9")
         except engine.EngineError as exc:

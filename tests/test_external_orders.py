@@ -1,4 +1,5 @@
 """A shop's order export as landing data: the mapping by hand, then `portrait run --orders` end to end."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,15 @@ import shutil
 from datetime import date, timedelta
 
 import numpy as np
-
 import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from portrait import REPO_ROOT
-from portrait.lib.cli import main
-from portrait.lib.config import Conf, ConfError
-from portrait.lib.external_orders import land_export, landing_orders, new_user_records, read_export
-from portrait.lib.tables import Catalog
+from portrait.clean.external_orders import land_export, landing_orders, new_user_records, read_export
+from portrait.cli import main
+from portrait.core.config import Conf, ConfError
+from portrait.core.tables import Catalog
+from repo import REPO_ROOT
 
 D = date(2026, 9, 30)
 EXPORT = """customer,order_time,paid

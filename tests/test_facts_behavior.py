@@ -4,12 +4,13 @@ Snapshot D = 2026-07-31. Windows (conf/tags.yaml, both ends inclusive):
 7d = D-6..D, 30d = D-29..D, slices 30_20d = D-29..D-20, 20_10d = D-19..D-10, 10d = D-9..D;
 activity is looked for in 180d. Activity tag: active <= 7 days, silent <= 30, lost otherwise.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, local_ts, tag_dictionary, users
-from portrait.lib.facts import behavior
+from portrait.subprofiles import behavior
 
 EVENTS = "user_id string, dt date, ts timestamp, event_type string, rating int, wait_minutes double"
 TZ = "Asia/Shanghai"

@@ -3,14 +3,15 @@
 Snapshot D = 2026-07-31. Windows (conf/tags.yaml, both ends inclusive):
 30d = D-29..D, slices 30_20d = D-29..D-20, 20_10d = D-19..D-10, 10d = D-9..D, 90d = D-89..D.
 """
+
 from __future__ import annotations
 
 import pytest
 from pyspark.sql import functions as F
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary, users
-from portrait.lib.facts import consumption
-from portrait.lib.facts.consumption import at_least_score, recency_score
+from portrait.subprofiles import consumption
+from portrait.subprofiles.consumption import at_least_score, recency_score
 
 ORDERS = "user_id string, dt date, amount double, coupon_amount double"
 REFUNDS = "user_id string, dt date, refund_amount double"
@@ -114,8 +115,12 @@ def test_rfm_scores_use_fixed_bins_at_their_edges(spark, tags):
     assert [r["r"] for r in df.orderBy("days").collect()] == [5, 5, 4, 4, 3, 3, 2, 2, 1]
     # F: 5 if >= 13 orders, 4 if >= 8, 3 if >= 4, 2 if >= 2, else 1; M likewise with 1000/600/300/100 yuan
     orders = [1, 2, 3, 4, 7, 8, 12, 13]
-    df = spark.createDataFrame([(o,) for o in orders], "n bigint").select("n", at_least_score(F.col("n"), tags.threshold("rfm_f", "min_orders_for_score")).alias("f"))
+    df = spark.createDataFrame([(o,) for o in orders], "n bigint").select(
+        "n", at_least_score(F.col("n"), tags.threshold("rfm_f", "min_orders_for_score")).alias("f")
+    )
     assert [r["f"] for r in df.orderBy("n").collect()] == [1, 2, 2, 3, 3, 4, 4, 5]
     spend = [99.99, 100.0, 299.0, 300.0, 599.0, 600.0, 999.0, 1000.0]
-    df = spark.createDataFrame([(s,) for s in spend], "spend double").select("spend", at_least_score(F.col("spend"), tags.threshold("rfm_m", "min_spend_for_score")).alias("m"))
+    df = spark.createDataFrame([(s,) for s in spend], "spend double").select(
+        "spend", at_least_score(F.col("spend"), tags.threshold("rfm_m", "min_spend_for_score")).alias("m")
+    )
     assert [r["m"] for r in df.orderBy("spend").collect()] == [1, 2, 2, 3, 3, 4, 4, 5]

@@ -1,15 +1,16 @@
 """The tag dictionary (conf/tags.yaml): complete, consistent with the tables, rendered to docs/tags.md."""
+
 from __future__ import annotations
 
 import copy
 
 import pytest
 
-from portrait import REPO_ROOT
-from portrait.lib.config import Conf, ConfError
-from portrait.lib.facts import TagDictionary
-from portrait.lib.facts.render_tags import COMMAND, render
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf, ConfError
+from portrait.core.tables import Catalog
+from portrait.subprofiles import TagDictionary
+from portrait.tags.docs import COMMAND, render
+from repo import REPO_ROOT
 
 KEYS = {"user_id", "product_line", "dt"}  # identify a row; not tags
 
@@ -38,7 +39,17 @@ def test_every_profile_column_is_a_tag_and_every_fact_tag_a_column(tags):
 
 def test_model_tags_are_declared_for_the_model_stage(tags):
     models = {name for name, tag in tags.tags.items() if tag["type"] == "model"}
-    expected = {"churn_probability", "p_alive", "expected_purchases_30d", "p_male", "p_white_collar", "p_student", "taste_{category}", "price_sensitivity", "discount_sensitivity"}
+    expected = {
+        "churn_probability",
+        "p_alive",
+        "expected_purchases_30d",
+        "p_male",
+        "p_white_collar",
+        "p_student",
+        "taste_{category}",
+        "price_sensitivity",
+        "discount_sensitivity",
+    }
     assert models == expected
 
 

@@ -3,12 +3,13 @@
 Snapshot D = 2026-07-31. Signal weights view 1, play 1, add_cart 3, order item 5,
 decayed by 0.5^(days_ago / 14); window 90d = D-89..D; weight = score / the user's top score.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary, users
-from portrait.lib.facts import interest
+from portrait.subprofiles import interest
 
 EVENTS = "user_id string, dt date, event_type string, category string"
 ITEMS = "user_id string, dt date, category string"

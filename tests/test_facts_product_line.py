@@ -5,12 +5,13 @@ share = the line's usage / the user's usage; intensity: heavy (share >= 0.5 and 
 days), medium (>= 0.2, >= 2 days), light (used), none; status by days since last use in
 90d: active <= 7, at_risk <= 30, lapsed later, unused when not used in D-89..D.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary, users
-from portrait.lib.facts import product_line
+from portrait.subprofiles import product_line
 
 LINES = ["salad", "content", "video"]
 USAGE = "user_id string, dt date, product_line string"
@@ -49,7 +50,12 @@ def test_heavy_on_one_line_light_on_another(result):
     assert salad["line_usage_share_30d"] == pytest.approx(12 / 14)
     assert (content["line_usage_30d"], content["line_usage_share_30d"], content["line_intensity"]) == (2, pytest.approx(2 / 14), "light")
     # video: used 40 days ago only
-    assert (video["line_usage_30d"], video["line_intensity"], video["days_since_last_use"], video["line_status"]) == (0, "none", 40, "lapsed")
+    assert (video["line_usage_30d"], video["line_intensity"], video["days_since_last_use"], video["line_status"]) == (
+        0,
+        "none",
+        40,
+        "lapsed",
+    )
     assert (salad["line_status"], salad["days_since_last_use"], content["line_status"]) == ("active", 0, "active")
 
 

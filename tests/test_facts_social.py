@@ -3,12 +3,13 @@
 Snapshot D = 2026-07-31. Common address: used by >= 3 orders in 90d = D-89..D, at most 3 kept,
 most used first (ties: most recently used). Age = 2026 - birth_year, bands from conf/tags.yaml.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary
-from portrait.lib.facts import social
+from portrait.subprofiles import social
 
 USERS = "user_id string, gender string, birth_year int, city string"
 ORDERS = "user_id string, dt date, address_id string"
@@ -38,7 +39,13 @@ def result(spark):
         ("office", "北京市朝阳区", 39.92, 116.46, "office"),
         ("parents", "北京市东城区", 39.93, 116.42, "residential"),
     ]  # gym's record has not landed: kept, undescribed
-    df = social(spark.createDataFrame(people, USERS), spark.createDataFrame(orders, ORDERS), spark.createDataFrame(addresses, ADDRESSES), D, tag_dictionary())
+    df = social(
+        spark.createDataFrame(people, USERS),
+        spark.createDataFrame(orders, ORDERS),
+        spark.createDataFrame(addresses, ADDRESSES),
+        D,
+        tag_dictionary(),
+    )
     check_declared_schema(df, "profile.social")
     return by_user(df)
 

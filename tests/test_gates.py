@@ -1,42 +1,81 @@
 """Quality gates: declared expectations run by real Great Expectations on the real engine."""
+
 from __future__ import annotations
 
 import shutil
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 import yaml
 
-from portrait import REPO_ROOT
-from portrait.lib import gates
-from portrait.lib.config import Conf, ConfError
-from portrait.lib.gates import GateFailed, check, record, run_gate
-from portrait.lib.tables import Catalog
+from portrait import gates
+from portrait.core.config import Conf, ConfError
+from portrait.core.tables import Catalog
+from portrait.gates import GateFailed, check, record, run_gate
+from repo import REPO_ROOT
 
 DT = date(2026, 7, 1)
 CONF = Conf(REPO_ROOT / "conf")
 
 
 def utc(*parts) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
+    return datetime(*parts, tzinfo=UTC)
 
 
 #: One valid row per table; tests change what they are about.
 BASE = {
     "silver.orders": dict(
-        order_id="o1", user_id="u1", ts=utc(2026, 7, 1, 3), amount=45.0, coupon_amount=0.0, item_count=1,
-        address_id="a1", product_line="salad", status="paid", dt=DT, landing_dt=DT,
+        order_id="o1",
+        user_id="u1",
+        ts=utc(2026, 7, 1, 3),
+        amount=45.0,
+        coupon_amount=0.0,
+        item_count=1,
+        address_id="a1",
+        product_line="salad",
+        status="paid",
+        dt=DT,
+        landing_dt=DT,
     ),
     "silver.order_items": dict(
-        order_id="o1", line_no=1, user_id="u1", sku="salad-fruit-1", category="fruit", qty=1, price=45.0, dt=DT, landing_dt=DT,
+        order_id="o1",
+        line_no=1,
+        user_id="u1",
+        sku="salad-fruit-1",
+        category="fruit",
+        qty=1,
+        price=45.0,
+        dt=DT,
+        landing_dt=DT,
     ),
     "silver.events": dict(
-        event_id="e1", user_id="u1", anonymous=False, device_id="d1", event_type="view", ts=utc(2026, 7, 1, 3),
-        product_line="salad", category="fruit", sku="salad-fruit-1", item_id=None, order_id=None, rating=None,
-        wait_minutes=None, refund_amount=None, seconds=None, dt=DT, landing_dt=DT,
+        event_id="e1",
+        user_id="u1",
+        anonymous=False,
+        device_id="d1",
+        event_type="view",
+        ts=utc(2026, 7, 1, 3),
+        product_line="salad",
+        category="fruit",
+        sku="salad-fruit-1",
+        item_id=None,
+        order_id=None,
+        rating=None,
+        wait_minutes=None,
+        refund_amount=None,
+        seconds=None,
+        dt=DT,
+        landing_dt=DT,
     ),
     "ops.reconciliation": dict(
-        source="events", input_records=100, accepted=95, quarantined=5, duplicates=0, policy_filtered=0, balanced=True, dt=DT,
+        source="events",
+        input_records=100,
+        accepted=95,
+        quarantined=5,
+        duplicates=0,
+        policy_filtered=0,
+        balanced=True,
+        dt=DT,
     ),
 }
 
@@ -79,19 +118,34 @@ def test_every_declared_gate_matches_the_declared_tables():
         declared = Catalog(".", CONF).spec(table).columns  # columns_like resolved
         for check_ in gates.table_checks(CONF, table, DT):
             assert set(check_.columns) <= set(declared), check_.where
-    wanted = {"silver.events", "silver.orders", "silver.order_items", "silver.users", "silver.addresses",
-              "silver.device_map", "ops.reconciliation"}
+    wanted = {
+        "silver.events",
+        "silver.orders",
+        "silver.order_items",
+        "silver.users",
+        "silver.addresses",
+        "silver.device_map",
+        "ops.reconciliation",
+    }
     assert wanted <= set(CONF.gates)
 
 
 def test_check_declarations_names_each_problem(tmp_path):
-    conf = conf_with(tmp_path, {
-        "silver.nope": [{"expectation": "expect_column_values_to_not_be_null", "column": "x"}],
-        "silver.orders": [
-            {"expectation": "expect_column_values_to_not_be_null", "column": "order_nr"},
-            {"expectation": "row_condition", "name": "paid_positive", "columns": ["status"], "condition": "status <> 'paid' OR amount > 0"},
-        ],
-    })
+    conf = conf_with(
+        tmp_path,
+        {
+            "silver.nope": [{"expectation": "expect_column_values_to_not_be_null", "column": "x"}],
+            "silver.orders": [
+                {"expectation": "expect_column_values_to_not_be_null", "column": "order_nr"},
+                {
+                    "expectation": "row_condition",
+                    "name": "paid_positive",
+                    "columns": ["status"],
+                    "condition": "status <> 'paid' OR amount > 0",
+                },
+            ],
+        },
+    )
     problems = "\n".join(gates.check_declarations(conf))
     assert "silver.nope: gates a table that is not declared" in problems
     assert "silver.orders[1] (expect_column_values_to_not_be_null order_nr): order_nr not among the columns" in problems
@@ -100,7 +154,10 @@ def test_check_declarations_names_each_problem(tmp_path):
 
 def test_conf_references_resolve_from_other_declarations():
     landing = yaml.safe_load((REPO_ROOT / "conf" / "landing.yaml").read_text())
-    assert gates.resolve_reference(CONF, "landing.sources.events.fields.event_type.values") == landing["sources"]["events"]["fields"]["event_type"]["values"]
+    assert (
+        gates.resolve_reference(CONF, "landing.sources.events.fields.event_type.values")
+        == landing["sources"]["events"]["fields"]["event_type"]["values"]
+    )
     assert gates.resolve_reference(CONF, "tables.silver.orders.key") == ["order_id"]  # keys with dots
     assert gates.resolve_reference(CONF, "pipeline.clean.test_account_channels.0") == "internal_test"
     ratio = gates.resolve_reference(CONF, "pipeline.clean.max_quarantine_ratio")
@@ -111,7 +168,10 @@ def test_conf_references_resolve_from_other_declarations():
 
 def test_declared_gates_are_resolved_for_the_run_date():
     assert gates.run_date_values(CONF, DT) == {
-        "dt": "2026-07-01", "dt_start": "2026-06-30 16:00:00", "dt_end": "2026-07-01 16:00:00", "tz": "Asia/Shanghai",
+        "dt": "2026-07-01",
+        "dt_start": "2026-06-30 16:00:00",
+        "dt_end": "2026-07-01 16:00:00",
+        "tz": "Asia/Shanghai",
     }
     checks = {(c.expectation, c.label): c for c in gates.table_checks(CONF, "silver.events", DT)}
     in_set = checks[("expect_column_values_to_be_in_set", "event_type")]
@@ -129,12 +189,32 @@ def test_clean_rows_pass_every_declared_gate(spark):
     reports = [
         run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "amount": 0.0, "status": "refunded"}), DT),
         run_gate(spark, "silver.order_items", frame(spark, "silver.order_items", {}, {"line_no": 2}), DT),
-        run_gate(spark, "silver.events", frame(spark, "silver.events", {}, {
-            # anonymous, at the edge of the future tolerance (17:00Z = 01:00 on 07-02 in Shanghai), a review
-            "event_id": "e2", "user_id": None, "anonymous": True, "ts": utc(2026, 7, 1, 17), "dt": date(2026, 7, 2),
-            "event_type": "review", "rating": 5,
-        }), DT),
-        run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}, {"source": "orders", "input_records": 0, "accepted": 0, "quarantined": 0}), DT),
+        run_gate(
+            spark,
+            "silver.events",
+            frame(
+                spark,
+                "silver.events",
+                {},
+                {
+                    # anonymous, at the edge of the future tolerance (17:00Z = 01:00 on 07-02 in Shanghai), a review
+                    "event_id": "e2",
+                    "user_id": None,
+                    "anonymous": True,
+                    "ts": utc(2026, 7, 1, 17),
+                    "dt": date(2026, 7, 2),
+                    "event_type": "review",
+                    "rating": 5,
+                },
+            ),
+            DT,
+        ),
+        run_gate(
+            spark,
+            "ops.reconciliation",
+            frame(spark, "ops.reconciliation", {}, {"source": "orders", "input_records": 0, "accepted": 0, "quarantined": 0}),
+            DT,
+        ),
     ]
     for report in reports:
         assert report.success, report.summary()
@@ -149,7 +229,9 @@ def test_clean_rows_pass_every_declared_gate(spark):
 def test_null_key_fails_naming_table_expectation_and_column(spark):
     df = frame(spark, "silver.orders", {}, {"order_id": None})
     message = failure_message([run_gate(spark, "silver.orders", df, DT)])
-    assert message.startswith("gate silver failed for 2026-07-01: silver.orders: expect_column_values_to_not_be_null(order_id) observed 1 unexpected (50%) of 2 rows")
+    assert message.startswith(
+        "gate silver failed for 2026-07-01: silver.orders: expect_column_values_to_not_be_null(order_id) observed 1 unexpected (50%) of 2 rows"
+    )
 
 
 def test_duplicate_key_fails(spark):
@@ -168,12 +250,16 @@ def test_duplicate_compound_key_fails(spark):
 def test_negative_amount_fails_and_quotes_the_value(spark):
     report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "amount": -5.0}), DT)
     assert not report.success
-    assert "silver.orders: expect_column_values_to_be_between(amount) observed 1 unexpected (50%) of 2 rows, e.g. -5.0" in failure_message([report])
+    assert "silver.orders: expect_column_values_to_be_between(amount) observed 1 unexpected (50%) of 2 rows, e.g. -5.0" in failure_message(
+        [report]
+    )
 
 
 def test_value_outside_its_declared_set_fails(spark):
     report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "status": "lost"}), DT)
-    assert "silver.orders: expect_column_values_to_be_in_set(status) observed 1 unexpected (50%) of 2 rows, e.g. lost" in failure_message([report])
+    assert "silver.orders: expect_column_values_to_be_in_set(status) observed 1 unexpected (50%) of 2 rows, e.g. lost" in failure_message(
+        [report]
+    )
 
 
 def test_row_condition_violation_fails_and_shows_the_row(spark):
@@ -181,7 +267,10 @@ def test_row_condition_violation_fails_and_shows_the_row(spark):
     report = run_gate(spark, "silver.events", frame(spark, "silver.events", {}, late), DT)
     assert [(f.expectation, f.column) for f in report.failures()] == [("row_condition", "ts_not_after_landing_day")]
     message = failure_message([report])
-    assert "silver.events: row_condition(ts_not_after_landing_day) observed 1 unexpected row (50%) of 2 rows, e.g. (ts=2026-07-01 17:00:01" in message
+    assert (
+        "silver.events: row_condition(ts_not_after_landing_day) observed 1 unexpected row (50%) of 2 rows, e.g. (ts=2026-07-01 17:00:01"
+        in message
+    )
 
 
 def test_quarantine_ratio_above_the_conf_threshold_fails(spark, tmp_path):
@@ -215,7 +304,10 @@ def test_records_filtered_by_policy_do_not_count_as_broken_input(spark, tmp_path
 
 def test_unbalanced_reconciliation_fails(spark):
     report = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {"balanced": False}), DT)
-    assert "ops.reconciliation: expect_column_values_to_be_in_set(balanced) observed 1 unexpected (100%) of 1 rows, e.g. False" in failure_message([report])
+    assert (
+        "ops.reconciliation: expect_column_values_to_be_in_set(balanced) observed 1 unexpected (100%) of 1 rows, e.g. False"
+        in failure_message([report])
+    )
 
 
 def test_every_failure_is_listed_and_the_first_line_stands_alone(spark):
@@ -225,7 +317,9 @@ def test_every_failure_is_listed_and_the_first_line_stands_alone(spark):
     with pytest.raises(GateFailed) as caught:
         check([orders, events, recon])
     first, *rest = str(caught.value).splitlines()
-    assert first.startswith("gate clean failed for 2026-07-01: silver.orders: expect_column_values_to_be_between(amount)") and first.endswith("(+2 more)")
+    assert first.startswith(
+        "gate clean failed for 2026-07-01: silver.orders: expect_column_values_to_be_between(amount)"
+    ) and first.endswith("(+2 more)")
     assert [line.split(" observed")[0].strip() for line in rest] == [
         "silver.orders: expect_column_values_to_be_between(amount)",
         "silver.orders: expect_column_values_to_be_in_set(status)",
@@ -245,9 +339,14 @@ def test_warning_severity_is_recorded_but_does_not_block(spark):
 
 
 def test_a_rule_that_cannot_be_evaluated_is_a_failure_with_the_error(spark, tmp_path):
-    conf = conf_with(tmp_path, {"silver.orders": [
-        {"expectation": "row_condition", "name": "broken", "columns": [], "condition": "no_such_column > 0"},
-    ]})
+    conf = conf_with(
+        tmp_path,
+        {
+            "silver.orders": [
+                {"expectation": "row_condition", "name": "broken", "columns": [], "condition": "no_such_column > 0"},
+            ]
+        },
+    )
     report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}), DT, conf)
     (failure,) = report.failures()
     assert failure.column == "broken" and failure.observed.startswith("error: ")
@@ -257,11 +356,21 @@ def test_a_rule_that_cannot_be_evaluated_is_a_failure_with_the_error(spark, tmp_
 
 
 def test_mapping_references_and_class_names_in_gate_entries(spark, tmp_path):
-    conf = conf_with(tmp_path, {"ops.reconciliation": [
-        {"expectation": "ExpectColumnValuesToBeBetween", "column": "accepted", "min_value": 0,
-         "max_value": {"conf": "pipeline.clean.bot_events_per_device_per_day"}},
-        {"expectation": "expect_column_values_to_be_in_set", "column": "source", "value_set": {"conf": "tables.silver.orders.key"}},
-    ]}, bot_events_per_device_per_day=95)
+    conf = conf_with(
+        tmp_path,
+        {
+            "ops.reconciliation": [
+                {
+                    "expectation": "ExpectColumnValuesToBeBetween",
+                    "column": "accepted",
+                    "min_value": 0,
+                    "max_value": {"conf": "pipeline.clean.bot_events_per_device_per_day"},
+                },
+                {"expectation": "expect_column_values_to_be_in_set", "column": "source", "value_set": {"conf": "tables.silver.orders.key"}},
+            ]
+        },
+        bot_events_per_device_per_day=95,
+    )
     checks = gates.table_checks(conf, "ops.reconciliation", DT)
     assert checks[0].expectation == "expect_column_values_to_be_between" and checks[0].kwargs["max_value"] == 95
     assert checks[1].kwargs["value_set"] == ["order_id"]
@@ -272,19 +381,38 @@ def test_mapping_references_and_class_names_in_gate_entries(spark, tmp_path):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ({"expectation": "expect_column_values_to_be_positive", "column": "amount"},
-         r"conf/gates silver.orders\[1\] \(expect_column_values_to_be_positive\): unknown expectation 'expect_column_values_to_be_positive'; did you mean"),
-        ({"expectation": "expect_column_values_to_be_between", "column": "amount", "min_val": 0},
-         r"silver.orders\[1\] \(expect_column_values_to_be_between amount\): invalid arguments for ExpectColumnValuesToBeBetween: .*min_val"),
-        ({"expectation": "expect_column_values_to_be_in_set", "column": "status", "value_set": {"conf": "landing.sources.orders.fields.state.values"}},
-         r"silver.orders\[1\] \(expect_column_values_to_be_in_set\): conf reference .*fields has no key 'state'"),
-        ({"expectation": "row_condition", "columns": ["ts"], "condition": "ts < now()"},
-         r"silver.orders\[1\] \(row_condition\): a row_condition needs a `name:`"),
-        ({"expectation": "row_condition", "name": "x", "columns": ["ts"], "condition": "ts < timestamp '{dt_stop}'"},
-         r"silver.orders\[1\] \(row_condition\): unknown placeholder \{dt_stop\}"),
-        ({"expectation": "unexpected_rows_expectation", "name": "x",
-          "unexpected_rows_query": "SELECT * FROM {batch} b LEFT ANTI JOIN {table:silver.userz} u USING (user_id)"},
-         r"silver.orders\[1\] \(unexpected_rows_expectation\): placeholder \{table:silver.userz\}: table 'silver.userz' is not declared"),
+        (
+            {"expectation": "expect_column_values_to_be_positive", "column": "amount"},
+            r"conf/gates silver.orders\[1\] \(expect_column_values_to_be_positive\): unknown expectation 'expect_column_values_to_be_positive'; did you mean",
+        ),
+        (
+            {"expectation": "expect_column_values_to_be_between", "column": "amount", "min_val": 0},
+            r"silver.orders\[1\] \(expect_column_values_to_be_between amount\): invalid arguments for ExpectColumnValuesToBeBetween: .*min_val",
+        ),
+        (
+            {
+                "expectation": "expect_column_values_to_be_in_set",
+                "column": "status",
+                "value_set": {"conf": "landing.sources.orders.fields.state.values"},
+            },
+            r"silver.orders\[1\] \(expect_column_values_to_be_in_set\): conf reference .*fields has no key 'state'",
+        ),
+        (
+            {"expectation": "row_condition", "columns": ["ts"], "condition": "ts < now()"},
+            r"silver.orders\[1\] \(row_condition\): a row_condition needs a `name:`",
+        ),
+        (
+            {"expectation": "row_condition", "name": "x", "columns": ["ts"], "condition": "ts < timestamp '{dt_stop}'"},
+            r"silver.orders\[1\] \(row_condition\): unknown placeholder \{dt_stop\}",
+        ),
+        (
+            {
+                "expectation": "unexpected_rows_expectation",
+                "name": "x",
+                "unexpected_rows_query": "SELECT * FROM {batch} b LEFT ANTI JOIN {table:silver.userz} u USING (user_id)",
+            },
+            r"silver.orders\[1\] \(unexpected_rows_expectation\): placeholder \{table:silver.userz\}: table 'silver.userz' is not declared",
+        ),
     ],
 )
 def test_bad_gate_entries_are_conf_errors_naming_the_entry(spark, tmp_path, entry, message):
@@ -295,7 +423,9 @@ def test_bad_gate_entries_are_conf_errors_naming_the_entry(spark, tmp_path, entr
 
 def test_a_column_missing_from_the_data_is_a_conf_error(spark, tmp_path):
     conf = conf_with(tmp_path, {"silver.orders": [{"expectation": "expect_column_values_to_not_be_null", "column": "order_nr"}]})
-    with pytest.raises(ConfError, match=r"silver.orders\[1\] \(expect_column_values_to_not_be_null order_nr\): column order_nr is not in the data"):
+    with pytest.raises(
+        ConfError, match=r"silver.orders\[1\] \(expect_column_values_to_not_be_null order_nr\): column order_nr is not in the data"
+    ):
         run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}), DT, conf)
 
 
@@ -332,11 +462,18 @@ def test_record_is_idempotent_and_keeps_other_gates_and_dates(spark, tmp_path):
     other_gate = run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="profile")
     record(spark, catalog, [other_gate], DT)
     next_day = date(2026, 7, 2)
-    record(spark, catalog, [run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {"dt": next_day}), next_day, gate_name="clean")], next_day)
+    record(
+        spark,
+        catalog,
+        [run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {"dt": next_day}), next_day, gate_name="clean")],
+        next_day,
+    )
     day2 = stored(spark, catalog, next_day)
 
-    rerun = [run_gate(spark, "silver.orders", frame(spark, "silver.orders", {"amount": -1.0}), DT, gate_name="clean"),
-             run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="clean")]
+    rerun = [
+        run_gate(spark, "silver.orders", frame(spark, "silver.orders", {"amount": -1.0}), DT, gate_name="clean"),
+        run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name="clean"),
+    ]
     record(spark, catalog, rerun, DT)
     without_time = lambda rows: sorted(r[:6] + r[7:] for r in rows)  # noqa: E731 - checked_at is when it ran
     rows = stored(spark, catalog)

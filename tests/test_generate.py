@@ -4,6 +4,7 @@ Everything here reads the generated files the way a cleaner would (json per
 line, the contract from conf/landing.yaml) and never the generator's internals,
 so a count that matches the summary is an independent check.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from portrait.lib.generate import COMMON_GIVEN_NAME_SHARE, COMMON_GIVEN_NAMES, DIRT_KINDS, DirtRates, generate, read_truth
+from portrait.devtools.generate import COMMON_GIVEN_NAME_SHARE, COMMON_GIVEN_NAMES, DIRT_KINDS, DirtRates, generate, read_truth
 
 CONTRACT = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "landing.yaml").read_text(encoding="utf-8"))
 SOURCES = CONTRACT["sources"]
@@ -26,8 +27,18 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+08:00$")
 BOT_LIMIT = 300  # conf/pipeline.yaml clean.bot_events_per_device_per_day
 FUTURE_TOLERANCE = timedelta(minutes=60)  # conf/pipeline.yaml clean.future_tolerance_minutes
 # Small lakes need higher rates for every kind to show up.
-DIRTY = DirtRates(malformed_json=0.004, missing_field=0.004, wrong_type=0.004, unknown_event_type=0.004, duplicate_event=0.004,
-                  duplicate_order=0.01, late_arrival=0.005, future_timestamp=0.004, bot_device=0.01, test_account=0.02)
+DIRTY = DirtRates(
+    malformed_json=0.004,
+    missing_field=0.004,
+    wrong_type=0.004,
+    unknown_event_type=0.004,
+    duplicate_event=0.004,
+    duplicate_order=0.01,
+    late_arrival=0.005,
+    future_timestamp=0.004,
+    bot_device=0.01,
+    test_account=0.02,
+)
 SMALL = dict(users=300, days=10, seed=11, end_date="2026-07-10", dirt=DIRTY)
 
 
@@ -167,7 +178,11 @@ def test_chunk_size_changes_part_files_but_never_the_lines(tmp_path):
     whole, chunked = tmp_path / "whole", tmp_path / "chunked"
     one = generate(whole, **args)
     three = generate(chunked, **args, chunk_users=1000)
-    assert {p.name for p in (chunked / "landing" / "events").rglob("*.jsonl")} == {"part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"}
+    assert {p.name for p in (chunked / "landing" / "events").rglob("*.jsonl")} == {
+        "part-00000.jsonl",
+        "part-00001.jsonl",
+        "part-00002.jsonl",
+    }
     for source in SOURCES:
         assert list(landing_lines(whole, source)) == list(landing_lines(chunked, source)), source
     pd.testing.assert_frame_equal(read_truth(whole), read_truth(chunked))
@@ -200,9 +215,15 @@ def test_layout_and_valid_lines_follow_the_contract(small):
     assert forms["str"] and forms["int"] and 0.2 < forms["int"] / sum(forms.values()) < 0.4
 
     props_keys = {
-        "view": ({"sku", "category"}, {"item_id", "genre", "seconds"}), "click": ({"sku", "category"},), "add_cart": ({"sku", "category"},),
-        "search": ({"query"},), "order": ({"order_id", "amount"},), "review": ({"order_id", "rating"},),
-        "delivery": ({"order_id", "wait_minutes"},), "refund": ({"order_id", "amount"},), "play": ({"item_id", "genre", "seconds"},),
+        "view": ({"sku", "category"}, {"item_id", "genre", "seconds"}),
+        "click": ({"sku", "category"},),
+        "add_cart": ({"sku", "category"},),
+        "search": ({"query"},),
+        "order": ({"order_id", "amount"},),
+        "review": ({"order_id", "rating"},),
+        "delivery": ({"order_id", "wait_minutes"},),
+        "refund": ({"order_id", "amount"},),
+        "play": ({"item_id", "genre", "seconds"},),
     }
     for e in valid["events"]:
         if e["event_type"] in props_keys:
@@ -320,8 +341,14 @@ def medium_orders(medium) -> pd.DataFrame:
         if contract_problem("orders", o) or o["order_id"] in seen or o["product_line"] != "salad" or business_date(o["ts"]) > dt:
             continue
         seen.add(o["order_id"])
-        rows.append({"user_id": o["user_id"], "day": pd.Timestamp(business_date(o["ts"])), "coupon": o["coupon_amount"] > 0,
-                     "price": sum(i["price"] * i["qty"] for i in o["items"]) / sum(i["qty"] for i in o["items"])})
+        rows.append(
+            {
+                "user_id": o["user_id"],
+                "day": pd.Timestamp(business_date(o["ts"])),
+                "coupon": o["coupon_amount"] > 0,
+                "price": sum(i["price"] * i["qty"] for i in o["items"]) / sum(i["qty"] for i in o["items"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -330,9 +357,11 @@ def test_churners_order_less_in_the_30_days_before_churn_then_stop(medium, mediu
     truth = read_truth(lake).set_index("user_id")
     orders = medium_orders.join(truth[["churn_date", "registered_at"]], on="user_id")
     start = pd.Timestamp(summary.first_date)
-    churners = truth[(pd.to_datetime(truth["churn_date"]) >= start + pd.Timedelta(days=60))
-                     & (pd.to_datetime(truth["churn_date"]) <= pd.Timestamp(summary.last_date))
-                     & (truth["registered_at"].dt.tz_localize(None) < start)]
+    churners = truth[
+        (pd.to_datetime(truth["churn_date"]) >= start + pd.Timedelta(days=60))
+        & (pd.to_datetime(truth["churn_date"]) <= pd.Timestamp(summary.last_date))
+        & (truth["registered_at"].dt.tz_localize(None) < start)
+    ]
     assert len(churners) > 150
     mine = orders[orders["user_id"].isin(churners.index)]
     before = (pd.to_datetime(mine["churn_date"]) - mine["day"]).dt.days

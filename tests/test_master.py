@@ -4,6 +4,7 @@ The sub-profile partitions are written directly (hand-made rows, real Delta
 tables); the master stage then runs through write-audit-publish exactly as
 the daily run does (``run_stage``).
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ import jsonschema
 import pytest
 from pyspark.sql import functions as F
 
-from portrait.lib.gates import GateFailed, run_gate
-from portrait.lib.master import SECTIONS
-from portrait.lib.pipeline import RunContext, run_stage
-from portrait.lib.profile import ProfileNotFound, export_profiles, read_profile, schema
-from portrait.lib.tables import Catalog
+from portrait.core.pipeline import RunContext, run_stage
+from portrait.core.tables import Catalog
+from portrait.gates import GateFailed, run_gate
+from portrait.master.merge import SECTIONS
+from portrait.master.render import ProfileNotFound, export_profiles, read_profile, schema
 from profile_rows import CONF, row, write
 
 D1, D2, D3 = date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 3)
@@ -25,8 +26,21 @@ LINES = CONF.landing["sources"]["events"]["fields"]["product_line"]["values"]
 
 
 def land_users(spark, lake: str, dt: date, *user_ids: str) -> None:
-    rows = [{"user_id": u, "name": f"用户{u}", "gender": "F", "birth_year": 1995, "registered_at": datetime(2026, 1, 1),
-             "channel": "app", "city": "上海", "has_phone": True, "updated_at": datetime(2026, 1, 1), "dt": dt} for u in user_ids]
+    rows = [
+        {
+            "user_id": u,
+            "name": f"用户{u}",
+            "gender": "F",
+            "birth_year": 1995,
+            "registered_at": datetime(2026, 1, 1),
+            "channel": "app",
+            "city": "上海",
+            "has_phone": True,
+            "updated_at": datetime(2026, 1, 1),
+            "dt": dt,
+        }
+        for u in user_ids
+    ]
     catalog = Catalog(lake, CONF)
     catalog.write(spark, spark.createDataFrame(rows, catalog.spec("silver.users_history").ddl), "silver.users_history", "partition", dt)
 
@@ -56,8 +70,14 @@ def rows_of(spark, lake: str, table: str, dt: date | None = None) -> dict:
 #: without a place name; u3's models could not run (null tags).
 D2_CHANGES = {
     "profile.consumption": {"u1": {"spend_30d": 260.0, "vip_tier": "vip", "orders_30d": 5}},
-    "profile.social": {"u1": {"common_address_count": 1, "common_addresses": [
-        {"address_id": "a1", "place_name": None, "lat": 31.23, "lon": 121.47, "poi_type": "office", "uses": 3, "last_used_dt": D2}]}},
+    "profile.social": {
+        "u1": {
+            "common_address_count": 1,
+            "common_addresses": [
+                {"address_id": "a1", "place_name": None, "lat": 31.23, "lon": 121.47, "poi_type": "office", "uses": 3, "last_used_dt": D2}
+            ],
+        }
+    },
     "profile.model_tags": {"u3": {"p_male": None, "model_versions": {}}},
 }
 
@@ -85,7 +105,11 @@ def test_one_flat_row_per_known_user_with_every_section(spark, lake):
     assert set(rows_of(spark, lake, "gold.profile_snapshot", D2)) == {"u1", "u2", "u3", "u4"}
     profile = rows_of(spark, lake, "gold.profile")
     assert {u: (r["dt"], r["spend_30d"]) for u, r in profile.items()} == {
-        "u1": (D2, 260.0), "u2": (D2, 80.0), "u3": (D2, 80.0), "u4": (D2, 80.0)}
+        "u1": (D2, 260.0),
+        "u2": (D2, 80.0),
+        "u3": (D2, 80.0),
+        "u4": (D2, 80.0),
+    }
 
 
 def test_rerunning_a_date_gives_the_same_tables(spark, lake):
@@ -120,7 +144,7 @@ def test_rerunning_an_older_date_does_not_roll_the_master_back(spark, lake):
 
 
 def test_show_follows_the_json_schema_for_any_date(spark, lake):
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.Draft202012Validator(schema(CONF))
     latest = read_profile(spark, lake, CONF, "u1")
     validator.validate(latest)
     assert latest["快照日期"] == str(D2) and latest["消费"]["消费标签"] == "VIP用户" and latest["消费"]["30天内消费金额"] == "260元"
@@ -143,20 +167,25 @@ def test_show_follows_the_json_schema_for_any_date(spark, lake):
 
 def test_export_writes_every_user_as_one_json_line(spark, lake, tmp_path):
     seen = []
-    path, lines, dt = export_profiles(spark, lake, CONF, out=tmp_path / "profiles.jsonl", progress=lambda done, total: seen.append((done, total)))
+    path, lines, dt = export_profiles(
+        spark, lake, CONF, out=tmp_path / "profiles.jsonl", progress=lambda done, total: seen.append((done, total))
+    )
     profiles = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert (lines, dt, seen[-1]) == (4, D2, (4, 4))
     assert [p["ID"] for p in profiles] == ["u1", "u2", "u3", "u4"]
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = jsonschema.Draft202012Validator(schema(CONF))
     for profile in profiles:
         validator.validate(profile)
     assert profiles[0] == read_profile(spark, lake, CONF, "u1")  # the same rendering as show
 
 
-@pytest.mark.parametrize("broken, failed", [
-    ({"changes": {"profile.consumption": {}}, "duplicate": "u2"}, "user_id"),
-    ({"skip": (("profile.behavior", "u3"),)}, "behavior_section_present"),
-])
+@pytest.mark.parametrize(
+    "broken, failed",
+    [
+        ({"changes": {"profile.consumption": {}}, "duplicate": "u2"}, "user_id"),
+        ({"skip": (("profile.behavior", "u3"),)}, "behavior_section_present"),
+    ],
+)
 def test_the_gate_refuses_a_duplicated_user_or_a_missing_section_and_publishes_nothing(spark, lake, broken, failed):
     catalog = Catalog(lake, CONF)
     versions = {t: catalog.version(t) for t in ("gold.profile", "gold.profile_snapshot")}

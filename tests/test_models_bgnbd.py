@@ -8,6 +8,7 @@ likelihood (1-p)^x lambda^x e^(-lambda T) [+ p (1-p)^(x-1) lambda^x e^(-lambda t
 = (1 - e^(-lambda p t)) / p (FHL 2005, eq. 7) for the expectation. No
 hypergeometric function or Beta/Gamma closed form is involved.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,9 @@ import pandas as pd
 import pytest
 from scipy import integrate, special
 
-from portrait.lib.config import Conf
-from portrait.lib.models import bgnbd, load_settings
-from portrait.lib.models.bgnbd import BGNBDParams
+from portrait.core.config import Conf
+from portrait.models import bgnbd, load_settings
+from portrait.models.bgnbd import BGNBDParams
 
 CDNOW = BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426)  # FHL 2005, Table 1 (weeks)
 STEADY = BGNBDParams(r=0.8, alpha=12.0, a=2.1, b=5.0)  # a > 1 and r > 1/2: the other regime of the integrands
@@ -42,23 +43,32 @@ def mixed(params: BGNBDParams, integrand, peak: float) -> float:
 
     v_peak = peak**r
     opts = {"epsabs": 0, "epsrel": 1e-10, "limit": 200}
-    return sum(integrate.nquad(f, [piece, (0, 1)], opts=[opts, opts])[0]
-               for piece in [(0, v_peak), (v_peak, 2 * v_peak), (2 * v_peak, np.inf)])
+    return sum(
+        integrate.nquad(f, [piece, (0, 1)], opts=[opts, opts])[0] for piece in [(0, v_peak), (v_peak, 2 * v_peak), (2 * v_peak, np.inf)]
+    )
 
 
 def reference(params: BGNBDParams, x: int, t_x: float, T: float, t: float) -> tuple[float, float, float]:
     """(log-likelihood, P(alive), expected purchases in the next t) by numerical integration."""
     peak = max(x, 0.5) / (params.alpha + T)
     alive = mixed(params, lambda lam, p: (1 - p) ** x * lam**x * np.exp(-lam * T), peak)
-    dropped = (mixed(params, lambda lam, p: p * (1 - p) ** (x - 1) * lam**x * np.exp(-lam * t_x), max(x, 0.5) / (params.alpha + t_x))
-               if x > 0 else 0.0)
+    dropped = (
+        mixed(params, lambda lam, p: p * (1 - p) ** (x - 1) * lam**x * np.exp(-lam * t_x), max(x, 0.5) / (params.alpha + t_x))
+        if x > 0
+        else 0.0
+    )
     future = mixed(params, lambda lam, p: (1 - np.exp(-lam * p * t)) / p * (1 - p) ** x * lam**x * np.exp(-lam * T), peak)
     likelihood = alive + dropped
     return float(np.log(likelihood)), alive / likelihood, future / likelihood
 
 
 CUSTOMERS = [  # (x, t_x, T): no repeat, one early repeat, the FHL example, a regular, a heavy buyer who stopped
-    (0, 0.0, 38.86), (1, 1.71, 38.86), (2, 30.43, 38.86), (7, 29.43, 35.0), (26, 30.86, 31.0), (12, 5.0, 60.0),
+    (0, 0.0, 38.86),
+    (1, 1.71, 38.86),
+    (2, 30.43, 38.86),
+    (7, 29.43, 35.0),
+    (26, 30.86, 31.0),
+    (12, 5.0, 60.0),
 ]
 
 
@@ -131,11 +141,20 @@ def test_inconsistent_histories_are_refused():
 
 
 def test_customer_summary_counts_repeat_purchase_days_up_to_the_snapshot():
-    orders = pd.DataFrame({
-        "user_id": ["a", "a", "a", "a", "b", "c", "c"],
-        "dt": [date(2026, 9, 1), date(2026, 9, 1), date(2026, 9, 5), date(2026, 9, 20),
-               date(2026, 9, 10), date(2026, 9, 12), date(2026, 10, 2)],
-    })
+    orders = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b", "c", "c"],
+            "dt": [
+                date(2026, 9, 1),
+                date(2026, 9, 1),
+                date(2026, 9, 5),
+                date(2026, 9, 20),
+                date(2026, 9, 10),
+                date(2026, 9, 12),
+                date(2026, 10, 2),
+            ],
+        }
+    )
     summary = bgnbd.customer_summary(orders, date(2026, 9, 30)).set_index("user_id")
     # a: days 1, 5, 20 (two orders on the 1st are one purchase day); c's October order is after the snapshot
     assert summary.loc["a"].tolist() == [2, 19, 29]

@@ -1,4 +1,5 @@
 """Churn: labels by hand, the time split, training and scoring on simulated histories, mapInPandas on the engine."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -8,8 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from portrait.lib.config import Conf
-from portrait.lib.models import churn, load_settings, registry
+from portrait.core.config import Conf
+from portrait.models import churn, load_settings, registry
 
 CONF_SETTINGS = load_settings(Conf())["churn"]
 FEATURES = ["orders_30_20d", "orders_20_10d", "orders_10d", "days_since_last_order"]
@@ -133,8 +134,16 @@ def test_training_samples_large_sets_and_refuses_a_single_class(history):
 
 def test_scoring_users_without_history_still_gives_probabilities(trained):
     model, _ = trained
-    newcomers = pd.DataFrame({"user_id": ["n1"], "dt": [day(150)], "orders_30_20d": [0], "orders_20_10d": [0],
-                              "orders_10d": [0], "days_since_last_order": [np.nan]})
+    newcomers = pd.DataFrame(
+        {
+            "user_id": ["n1"],
+            "dt": [day(150)],
+            "orders_30_20d": [0],
+            "orders_20_10d": [0],
+            "orders_10d": [0],
+            "days_since_last_order": [np.nan],
+        }
+    )
     p = churn.score(model, newcomers)
     assert 0 <= p[0] <= 1
 
@@ -143,13 +152,18 @@ def test_spark_scoring_with_map_in_pandas_matches_pandas(spark, trained):
     model, evaluation = trained
     rows = evaluation[["user_id", "dt", *FEATURES]].head(200)
     ddl = "user_id string, dt date, orders_30_20d bigint, orders_20_10d bigint, orders_10d bigint, days_since_last_order int"
-    records = [(r.user_id, r.dt, int(r.orders_30_20d), int(r.orders_20_10d), int(r.orders_10d), int(r.days_since_last_order))
-               for r in rows.itertuples()]
+    records = [
+        (r.user_id, r.dt, int(r.orders_30_20d), int(r.orders_20_10d), int(r.orders_10d), int(r.days_since_last_order))
+        for r in rows.itertuples()
+    ]
     records.append(("never", day(150), 0, 0, 0, None))  # a null feature, as the sub-profile writes it
     frame = spark.createDataFrame(records, ddl).repartition(3)
     scored = churn.score_spark(model, frame)
     assert [(f.name, f.dataType.simpleString()) for f in scored.schema.fields] == [
-        ("user_id", "string"), ("dt", "date"), ("churn_probability", "double")]
+        ("user_id", "string"),
+        ("dt", "date"),
+        ("churn_probability", "double"),
+    ]
     result = scored.toPandas().set_index("user_id")
     expected = churn.score(model, pd.DataFrame(records, columns=["user_id", "dt", *FEATURES]))
     np.testing.assert_allclose(result.loc[[r[0] for r in records], "churn_probability"].to_numpy(), expected, atol=1e-12)

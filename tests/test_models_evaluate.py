@@ -1,4 +1,5 @@
 """Evaluation figures by hand, and the report plot."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from portrait.lib.models import evaluate, threshold
+from portrait.models import evaluate, threshold
 
 
 def test_binary_metrics_by_hand():

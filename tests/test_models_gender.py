@@ -1,4 +1,5 @@
 """Gender from names: seed cases, learning from labelled users, whole-name back-off, unseen characters, surnames."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import pytest
 from scipy import special
 from sklearn.metrics import roc_auc_score
 
-from portrait.lib.config import Conf
-from portrait.lib.generate import DirtRates, generate, read_truth
-from portrait.lib.models import gender, load_settings
-from portrait.lib.models.gender import GenderModel
+from portrait.core.config import Conf
+from portrait.devtools.generate import DirtRates, generate, read_truth
+from portrait.models import gender, load_settings
+from portrait.models.gender import GenderModel
 
 COMPOUND = frozenset({"欧阳", "司马", "诸葛", "上官"})
 UNSEEN = "靐齉"  # in neither the register nor any training name
@@ -52,10 +53,12 @@ def test_the_share_of_men_comes_from_our_users_not_the_register(register):
 
 
 def test_learns_from_labelled_users_alone():
-    labelled = pd.DataFrame({
-        "name": ["张刚强", "李刚", "赵强", "王勇刚", "陈娜", "周丽娜", "吴丽", "郑娜丽", "孙明", "钱明"],
-        "gender": ["M", "M", "M", "M", "F", "F", "F", "F", "M", "F"],  # 明 is shared: no evidence either way
-    })
+    labelled = pd.DataFrame(
+        {
+            "name": ["张刚强", "李刚", "赵强", "王勇刚", "陈娜", "周丽娜", "吴丽", "郑娜丽", "孙明", "钱明"],
+            "gender": ["M", "M", "M", "M", "F", "F", "F", "F", "M", "F"],  # 明 is shared: no evidence either way
+        }
+    )
     model = gender.train(labelled["name"], labelled["gender"], COMPOUND)
     p = gender.p_male(model, names("刚", "强勇", "丽娜", "娜", "明"), COMPOUND)
     assert p[0] > 0.75 and p[1] > 0.75
@@ -82,10 +85,12 @@ def test_recovers_gender_on_register_like_names_with_noisy_reports(register):
 
 def test_a_name_seen_among_labelled_users_backs_off_from_its_characters_to_its_counts():
     """k = 2: 国庆 of 3 labelled users (2 men) is (2 + 2 p) / (3 + 2); 建国 (seen once) and 丽 (one character) are p."""
-    labelled = pd.DataFrame({
-        "name": ["王国庆", "李国庆", "张国庆", "赵建国", "陈丽", "周丽", "吴刚", "郑娜"],
-        "gender": ["M", "M", "F", "M", "F", "F", "M", None],
-    })
+    labelled = pd.DataFrame(
+        {
+            "name": ["王国庆", "李国庆", "张国庆", "赵建国", "陈丽", "周丽", "吴刚", "郑娜"],
+            "gender": ["M", "M", "F", "M", "F", "F", "M", None],
+        }
+    )
     model = gender.train(labelled["name"], labelled["gender"], COMPOUND, name_weight=2)
     assert model.name_counts == {"国庆": (2, 1)}  # 丽's two women are in its character's counts already
     characters_only = replace(model, name_counts={})
@@ -124,8 +129,14 @@ def test_no_evidence_at_all_is_refused():
 
 
 def test_model_round_trips_through_json(register):
-    model = gender.train(pd.Series(["张伟", "王芳", "李爱华", "赵爱华"]), pd.Series(["M", "F", "M", "M"]), COMPOUND,
-                         prior=register, prior_weight=100, name_weight=3)
+    model = gender.train(
+        pd.Series(["张伟", "王芳", "李爱华", "赵爱华"]),
+        pd.Series(["M", "F", "M", "M"]),
+        COMPOUND,
+        prior=register,
+        prior_weight=100,
+        name_weight=3,
+    )
     again = GenderModel.from_dict(json.loads(json.dumps(model.to_dict(), ensure_ascii=False)))
     assert again == model and again.name_counts == {"爱华": (2, 0)}
     probe = names("国庆", "婷婷", "爱华")
@@ -171,8 +182,16 @@ def test_the_stage_model_on_generated_users(generated_users, register):
     settings = load_settings(Conf())["gender"]
     surnames = frozenset(settings["compound_surnames"])
     train, test = generated_users.iloc[:10000], generated_users.iloc[10000:]
-    model = gender.train(train["name"], train["gender"], surnames, settings["smoothing"], register, settings["prior_weight"],
-                         settings["name_weight"], settings["min_name_users"])
+    model = gender.train(
+        train["name"],
+        train["gender"],
+        surnames,
+        settings["smoothing"],
+        register,
+        settings["prior_weight"],
+        settings["name_weight"],
+        settings["min_name_users"],
+    )
     p = gender.p_male(model, test["name"], surnames)
     male = (test["true_gender"] == "M").to_numpy()
     assert roc_auc_score(male, p) >= 0.90

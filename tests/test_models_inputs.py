@@ -1,12 +1,13 @@
 """What every model reads: the orders that count, and windows of business days."""
+
 from __future__ import annotations
 
 from datetime import date
 
 import pandas as pd
 
-from portrait.lib.config import Conf
-from portrait.lib.models import in_window, load_settings, purchases
+from portrait.core.config import Conf
+from portrait.models import in_window, load_settings, purchases
 
 
 def test_cancelled_orders_are_not_purchases():

@@ -6,6 +6,7 @@ silver (the fallback), while scoring reads D's published partitions. The
 churn settings are shortened (7-day horizon, snapshots every 3 days) so 30
 days hold a time split; the real settings need about 90 days.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -17,21 +18,32 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from portrait import REPO_ROOT
-from portrait.lib.cli import main
-from portrait.lib.config import Conf
-from portrait.lib.generate import DirtRates, generate, read_truth
-from portrait.lib.models import load_settings
-from portrait.lib.models.report import score_against_truth
-from portrait.lib.pipeline import RunContext, run_stage
-from portrait.lib.tables import Catalog
+from portrait.cli import main
+from portrait.core.config import Conf
+from portrait.core.pipeline import RunContext, run_stage
+from portrait.core.tables import Catalog
+from portrait.devtools.generate import DirtRates, generate, read_truth
+from portrait.devtools.model_report import score_against_truth
+from portrait.models import load_settings
+from repo import REPO_ROOT
 
 D = date(2026, 9, 30)
 DAYS = 30
 SUB_PROFILES = ("consumption", "behavior", "interest", "social")
 SHORT_CHURN = {"horizon_days": 7, "snapshot_every_days": 3, "training_snapshots": 6, "min_history_days": 7, "retrain_every_days": 7}
-PROBABILITIES = ["churn_probability", "p_alive", "p_male", "p_white_collar", "p_student", "taste_vegetable", "taste_fruit",
-                 "taste_seafood", "taste_chicken", "price_sensitivity", "discount_sensitivity"]
+PROBABILITIES = [
+    "churn_probability",
+    "p_alive",
+    "p_male",
+    "p_white_collar",
+    "p_student",
+    "taste_vegetable",
+    "taste_fruit",
+    "taste_seafood",
+    "taste_chicken",
+    "price_sensitivity",
+    "discount_sensitivity",
+]
 
 
 def short_churn_conf(tmp_path) -> Conf:
@@ -116,7 +128,9 @@ def test_registry_threshold_curve_and_metrics(spark, lake):
 def test_sanity_against_the_truth(spark, lake):
     """Small lake, loose bounds: the figures of the issue are measured on a larger lake (see the report)."""
     path, conf, _ = lake
-    metrics, _, _ = score_against_truth(tags_of(spark, path, conf).drop(columns=["model_versions"]), read_truth(path), D, load_settings(conf))
+    metrics, _, _ = score_against_truth(
+        tags_of(spark, path, conf).drop(columns=["model_versions"]), read_truth(path), D, load_settings(conf)
+    )
     assert metrics["gender"]["auc"] > 0.8
     assert metrics["churn"]["auc"] > 0.65
     assert metrics["taste"]["pearson_mean"] > 0.3
@@ -131,7 +145,9 @@ def test_rerun_reuses_the_models_and_gives_the_same_rows(spark, lake):
     trained = Catalog(path, conf).read(spark, "ops.model_registry").where(F.col("model") == "churn").toPandas()["trained_at"].tolist()
     run_stage(RunContext(spark, path, D, conf), "models")
     after = tags_of(spark, path, conf).sort_values("user_id").reset_index(drop=True)
-    assert Catalog(path, conf).read(spark, "ops.model_registry").where(F.col("model") == "churn").toPandas()["trained_at"].tolist() == trained
+    assert (
+        Catalog(path, conf).read(spark, "ops.model_registry").where(F.col("model") == "churn").toPandas()["trained_at"].tolist() == trained
+    )
     # the same up to float summation order (Spark hands the rows over in no fixed order)
     pd.testing.assert_frame_equal(before.drop(columns=["model_versions"]), after.drop(columns=["model_versions"]), rtol=1e-9)
     assert before["model_versions"].map(dict).tolist() == after["model_versions"].map(dict).tolist()

@@ -1,4 +1,5 @@
 """Occupation from delivery places and times: cells, the mixture fitted without labels, the summer drop."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portrait.lib.config import Conf
-from portrait.lib.models import load_settings, occupation
-from portrait.lib.models.occupation import OccupationModel
+from portrait.core.config import Conf
+from portrait.models import load_settings, occupation
+from portrait.models.occupation import OccupationModel
 
 SETTINGS = load_settings(Conf())["occupation"]
 POI = SETTINGS["poi_types"]
@@ -18,11 +19,13 @@ ADDRESSES = pd.DataFrame({"address_id": ["home", "office", "school", "gym"], "po
 
 
 def test_delivery_counts_file_each_order_in_its_cell():
-    purchases = pd.DataFrame({
-        "user_id": ["u", "u", "u", "u", "v"],
-        "address_id": ["office", "home", "school", "school", None],  # v's order has no address: no evidence
-        "dt": [date(2026, 6, 1), date(2026, 6, 6), date(2026, 7, 15), date(2026, 9, 1), date(2026, 6, 1)],
-    })  # Mon 1 June, Sat 6 June, Wed 15 July, Tue 1 Sept
+    purchases = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "u", "v"],
+            "address_id": ["office", "home", "school", "school", None],  # v's order has no address: no evidence
+            "dt": [date(2026, 6, 1), date(2026, 6, 6), date(2026, 7, 15), date(2026, 9, 1), date(2026, 6, 1)],
+        }
+    )  # Mon 1 June, Sat 6 June, Wed 15 July, Tue 1 Sept
     counts = occupation.delivery_counts(purchases, ADDRESSES, POI, SETTINGS["summer_months"])
     assert list(counts.index) == ["u"]
     assert counts.columns.tolist() == occupation.cells(POI)
@@ -38,9 +41,11 @@ def orders_of(kind: str, user: str, rng: np.random.Generator) -> list[dict]:
         weekday, summer = dt.weekday() < 5, dt.month in (7, 8)
         if kind == "student" and summer and rng.random() < 0.8:
             continue  # students go home for the summer: fewer orders, and from home
-        place = {"white_collar": "office" if weekday and rng.random() < 0.8 else "home",
-                 "student": "home" if summer else "school",
-                 "other": "gym" if rng.random() < 0.1 else "home"}[kind]
+        place = {
+            "white_collar": "office" if weekday and rng.random() < 0.8 else "home",
+            "student": "home" if summer else "school",
+            "other": "gym" if rng.random() < 0.1 else "home",
+        }[kind]
         rows.append({"user_id": user, "address_id": place, "dt": dt})
     return rows
 
@@ -76,8 +81,13 @@ def test_school_addresses_go_quiet_in_summer(population):
     school_summer = student[[c for c in model.cells if c.startswith("school|") and c.endswith("|summer")]].sum()
     assert school_summer < 0.05 * school_term
     # a summer of home deliveries after a term of school ones reads as a student
-    one = pd.DataFrame({"user_id": "s", "address_id": ["school", "school", "home", "home"],
-                        "dt": [date(2026, 6, 2), date(2026, 6, 9), date(2026, 7, 14), date(2026, 8, 4)]})
+    one = pd.DataFrame(
+        {
+            "user_id": "s",
+            "address_id": ["school", "school", "home", "home"],
+            "dt": [date(2026, 6, 2), date(2026, 6, 9), date(2026, 7, 14), date(2026, 8, 4)],
+        }
+    )
     p = occupation.score(model, occupation.delivery_counts(one, ADDRESSES, POI, SETTINGS["summer_months"])).iloc[0]
     assert p["p_student"] > 0.9
 

@@ -1,18 +1,19 @@
 """The model registry on Delta: versions upserted, latest found, metrics per snapshot, artefacts on disk."""
+
 from __future__ import annotations
 
 import json
 import math
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from deltalake import DeltaTable
 
-from portrait.lib.config import Conf
-from portrait.lib.models import registry
-from portrait.lib.models.bgnbd import BGNBDParams
-from portrait.lib.models.registry import ModelVersion
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf
+from portrait.core.tables import Catalog
+from portrait.models import registry
+from portrait.models.bgnbd import BGNBDParams
+from portrait.models.registry import ModelVersion
 
 
 @pytest.fixture
@@ -22,9 +23,14 @@ def lake(tmp_path):
 
 def entry(lake: str, version: str, train_end: date, auc: float, hour: int = 1) -> ModelVersion:
     return ModelVersion(
-        model="churn", version=version, trained_at=datetime(2026, 9, 30, hour, tzinfo=timezone.utc),
-        train_start=date(2026, 5, 1), train_end=train_end, params={"horizon_days": 30, "features": ["orders_10d"]},
-        metrics={"auc": auc, "brier": float("nan")}, artifact_path=str(registry.artifact_dir(lake, "churn", version)),
+        model="churn",
+        version=version,
+        trained_at=datetime(2026, 9, 30, hour, tzinfo=UTC),
+        train_start=date(2026, 5, 1),
+        train_end=train_end,
+        params={"horizon_days": 30, "features": ["orders_10d"]},
+        metrics={"auc": auc, "brier": float("nan")},
+        artifact_path=str(registry.artifact_dir(lake, "churn", version)),
     )
 
 
@@ -48,8 +54,7 @@ def test_metrics_are_recorded_per_snapshot_and_replaced_on_rerun(spark, lake):
     registry.record_metrics(spark, catalog, "churn", "20260901", date(2026, 9, 30), {"auc": 0.83, "brier": float("nan")})
     registry.record_metrics(spark, catalog, "churn", "20260901", date(2026, 9, 30), {"auc": 0.85, "brier": 0.14})
     rows = {(str(r["dt"]), r["metric"]): r["value"] for r in catalog.read(spark, registry.METRICS).collect()}
-    assert rows == {("2026-09-29", "auc"): 0.84, ("2026-09-29", "brier"): 0.15,
-                    ("2026-09-30", "auc"): 0.85, ("2026-09-30", "brier"): 0.14}
+    assert rows == {("2026-09-29", "auc"): 0.84, ("2026-09-29", "brier"): 0.15, ("2026-09-30", "auc"): 0.85, ("2026-09-30", "brier"): 0.14}
     assert DeltaTable(catalog.spec(registry.METRICS).path).version() == 3  # created, then three upserts
 
 

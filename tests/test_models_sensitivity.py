@@ -1,12 +1,13 @@
 """Price and discount sensitivity: cheapness within a category, empirical-Bayes shrinkage, the scores."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from portrait.lib.models import sensitivity
-from portrait.lib.models.sensitivity import MAX_STRENGTH, Shrinkage
+from portrait.models import sensitivity
+from portrait.models.sensitivity import MAX_STRENGTH, Shrinkage
 
 
 def test_cheapness_is_the_share_of_dearer_units_with_ties_half():
@@ -44,7 +45,7 @@ def scored():
     items, orders = [], []
     for i in range(200):  # a population whose price and coupon habits differ
         cheap, coupon = rng.beta(2, 2), rng.beta(1.5, 3)
-        for k in range(rng.integers(2, 12)):
+        for _ in range(rng.integers(2, 12)):
             price = rng.choice([25.0, 35.0, 45.0, 55.0], p=np.array([cheap, cheap / 2, (1 - cheap) / 2, 1 - cheap]) / 1.5)
             items.append({"user_id": f"u{i}", "category": "fruit", "price": price, "qty": 1})
             orders.append({"user_id": f"u{i}", "coupon_amount": 5.0 if rng.random() < coupon else 0.0})
@@ -65,8 +66,9 @@ def test_scores_rank_habits_and_stay_in_the_unit_interval(scored):
     price = result["price_sensitivity"]
     assert price["cheap"] > price.quantile(0.9) and price["dear"] < price.quantile(0.1)
     assert result.loc["cheap", "discount_sensitivity"] > result["discount_sensitivity"].quantile(0.9)
-    assert result.loc["never_bought"].tolist() == pytest.approx([fitted["price_sensitivity"]["mean"],
-                                                                 fitted["discount_sensitivity"]["mean"]])
+    assert result.loc["never_bought"].tolist() == pytest.approx(
+        [fitted["price_sensitivity"]["mean"], fitted["discount_sensitivity"]["mean"]]
+    )
 
 
 def test_one_coupon_order_is_weaker_evidence_than_ten(scored):

@@ -1,4 +1,5 @@
 """Taste by matrix factorisation: the signal matrix, estimates for rarely bought categories, scaling."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from portrait.lib.config import Conf
-from portrait.lib.models import load_settings, taste
-from portrait.lib.models.taste import TasteModel
+from portrait.core.config import Conf
+from portrait.models import load_settings, taste
+from portrait.models.taste import TasteModel
 
 CATEGORIES = Conf().landing["categories"]["salad"]
 SETTINGS = load_settings(Conf())["taste"]
@@ -17,15 +18,21 @@ SETTINGS = load_settings(Conf())["taste"]
 
 def test_signal_matrix_weights_each_signal_per_category():
     items = pd.DataFrame({"user_id": ["u", "u", "v"], "category": ["fruit", "fitness", "seafood"], "qty": [2, 1, 1]})
-    events = pd.DataFrame({
-        "user_id": ["u", "u", "u", None, "v"],
-        "event_type": ["view", "view", "add_cart", "view", "search"],
-        "category": ["fruit", "chicken", "fruit", "fruit", "seafood"],
-    })  # fitness is not a salad category; the anonymous view and the search are not signals
+    events = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", None, "v"],
+            "event_type": ["view", "view", "add_cart", "view", "search"],
+            "category": ["fruit", "chicken", "fruit", "fruit", "seafood"],
+        }
+    )  # fitness is not a salad category; the anonymous view and the search are not signals
     matrix = taste.signal_matrix(items, events, CATEGORIES, {"order": 1.0, "add_cart": 0.5, "view": 0.2})
     assert matrix.columns.tolist() == [f"{s}:{c}" for s in ("order", "add_cart", "view") for c in CATEGORIES]
-    assert matrix.loc["u"][matrix.loc["u"] > 0].to_dict() == {"order:fruit": 2.0, "add_cart:fruit": 0.5,
-                                                              "view:fruit": 0.2, "view:chicken": 0.2}
+    assert matrix.loc["u"][matrix.loc["u"] > 0].to_dict() == {
+        "order:fruit": 2.0,
+        "add_cart:fruit": 0.5,
+        "view:fruit": 0.2,
+        "view:chicken": 0.2,
+    }
     assert matrix.loc["v"][matrix.loc["v"] > 0].to_dict() == {"order:seafood": 1.0}
 
 
@@ -40,8 +47,7 @@ def test_events_counted_per_kind_give_the_same_matrix_as_one_row_per_event():
 
 def simulate(users: int, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Users with a true taste (Dirichlet): orders follow it closely, browsing loosely, as in the generator."""
-    true = pd.DataFrame(rng.dirichlet(np.full(len(CATEGORIES), 0.7), users), columns=CATEGORIES,
-                        index=[f"u{i:03d}" for i in range(users)])
+    true = pd.DataFrame(rng.dirichlet(np.full(len(CATEGORIES), 0.7), users), columns=CATEGORIES, index=[f"u{i:03d}" for i in range(users)])
     items, events = [], []
     for user, t in true.iterrows():
         for _ in range(rng.poisson(4)):
@@ -80,7 +86,9 @@ def test_a_light_buyer_gets_a_preference_for_what_they_browse(fitted):
     light = taste.signal_matrix(
         pd.DataFrame({"user_id": ["new"], "category": ["vegetable"], "qty": [1]}),
         pd.DataFrame({"user_id": ["new"] * 8, "event_type": ["view"] * 6 + ["add_cart"] * 2, "category": ["seafood"] * 8}),
-        CATEGORIES, SETTINGS["signals"])
+        CATEGORIES,
+        SETTINGS["signals"],
+    )
     row = taste.score(model, light).iloc[0]
     assert row["taste_seafood"] > 0.5  # never bought, but browsed and carted
     assert row["taste_seafood"] > row["taste_fruit"] and row["taste_seafood"] > row["taste_chicken"]

@@ -1,17 +1,19 @@
 """The profit-optimal churn threshold, checked by hand."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from portrait.lib.models import threshold
+from portrait.models import threshold
 
 
 def test_profit_curve_by_hand():
     # contact costs 10; a kept churner is worth 100 and a contact keeps half of them:
     # expected gain per user = p * 50 - 10 -> 35 for 0.9, 15 for 0.5, 0 for 0.2 (break-even at 0.2)
-    curve = threshold.profit_curve([0.9, 0.5, 0.2], retention_cost=10, success_rate=0.5, value=100, step=0.1,
-                                   churned=[1, 0, 1]).set_index("threshold")
+    curve = threshold.profit_curve([0.9, 0.5, 0.2], retention_cost=10, success_rate=0.5, value=100, step=0.1, churned=[1, 0, 1]).set_index(
+        "threshold"
+    )
     assert curve.loc[0.0, ["targeted", "expected_revenue", "cost", "expected_profit"]].tolist() == pytest.approx([3, 80, 30, 50])
     assert curve.loc[0.3, "expected_profit"] == pytest.approx(50)  # dropping the break-even user changes nothing
     assert curve.loc[0.5, "targeted"] == 2  # p >= t: 0.5 is still targeted at 0.5

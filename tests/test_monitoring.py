@@ -1,4 +1,5 @@
 """Tag monitoring: coverage, distribution and day-over-day change per tag, and the gate that flags jumps."""
+
 from __future__ import annotations
 
 import shutil
@@ -6,14 +7,14 @@ from datetime import date
 
 import pytest
 
-from portrait import REPO_ROOT
-from portrait.lib import monitoring
-from portrait.lib.config import Conf, ConfError
-from portrait.lib.gates import GateFailed
-from portrait.lib.monitoring import TagFigures, distribution_change
-from portrait.lib.pipeline import RunContext, run_stage
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf, ConfError
+from portrait.core.pipeline import RunContext, run_stage
+from portrait.core.tables import Catalog
+from portrait.gates import GateFailed
+from portrait.master import monitoring
+from portrait.master.monitoring import TagFigures, distribution_change
 from profile_rows import CONF, row, write
+from repo import REPO_ROOT
 
 D1, D2 = date(2026, 9, 1), date(2026, 9, 2)
 USERS = [f"u{n}" for n in range(10)]
@@ -22,8 +23,15 @@ USERS = [f"u{n}" for n in range(10)]
 def snapshot_rows(dt: date, churn_scored: int, vip: int) -> list[dict]:
     """Ten users: the first ``churn_scored`` have a churn probability, the first ``vip`` are VIP."""
     return [
-        row("gold.profile_snapshot", u, dt, churn_probability=0.2 if n < churn_scored else None,
-            vip_tier="vip" if n < vip else "regular", spend_30d=100.0 + n, product_lines=[])
+        row(
+            "gold.profile_snapshot",
+            u,
+            dt,
+            churn_probability=0.2 if n < churn_scored else None,
+            vip_tier="vip" if n < vip else "regular",
+            spend_30d=100.0 + n,
+            product_lines=[],
+        )
         for n, u in enumerate(USERS)
     ]
 

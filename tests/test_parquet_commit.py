@@ -4,6 +4,7 @@ The JVM runs in a child process (a classic and a Spark Connect session do not
 share one Python process); this process reads what it wrote with Sail and
 with ``deltalake``, so the lake is checked to be one lake for every engine.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -13,13 +14,18 @@ from datetime import date
 
 from deltalake import DeltaTable
 
-from portrait.lib.tables import Catalog
+from portrait.core.tables import Catalog
 
 TOY = {
     "test.visits": {
         "partition_by": ["dt"],
-        "columns": {"user_id": "string", "visits": "bigint", "seen_at": "timestamp",
-                    "pages": "array<struct<page:string,seconds:double>>", "dt": "date"},
+        "columns": {
+            "user_id": "string",
+            "visits": "bigint",
+            "seen_at": "timestamp",
+            "pages": "array<struct<page:string,seconds:double>>",
+            "dt": "date",
+        },
     },
     "test.people": {
         "key": ["user_id"],
@@ -29,9 +35,9 @@ TOY = {
 }
 
 JVM_WRITES = """
-from portrait.lib import engine
-from portrait.lib.parquet_commit import native_delta
-from portrait.lib.tables import Catalog
+from portrait.core import engine
+from portrait.core.parquet_commit import native_delta
+from portrait.core.tables import Catalog
 spark = engine.get_spark(engine="spark")
 catalog = Catalog({lake!r}, declarations={toy!r})
 print("native_delta", native_delta(spark))
@@ -55,7 +61,9 @@ def test_jvm_spark_writes_delta_tables_sail_and_deltalake_read(spark, tmp_path):
     lake = str(tmp_path / "lake")
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(JVM_WRITES.format(lake=lake, toy=TOY))],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     # Where Maven is unreachable (as on CI) the parquet_commit path ran; where delta-spark's jars

@@ -1,12 +1,13 @@
 """Segment rules: what operators may write, and the errors for what they may not."""
+
 from __future__ import annotations
 
 from datetime import date
 
 import pytest
 
-from portrait.lib.config import Conf
-from portrait.lib.segments import SegmentBook, SegmentRuleError, UnknownSegment, compile_rule, load_book, load_segments
+from portrait.core.config import Conf
+from portrait.segments.rules import SegmentBook, SegmentRuleError, UnknownSegment, compile_rule, load_book, load_segments
 
 TAGS = {"vip", "churn_probability", "lifecycle_stage", "is_student", "days_since_last_order", "orders_30d"}
 THRESHOLDS = {"retention": 0.6}
@@ -21,7 +22,7 @@ THRESHOLDS = {"retention": 0.6}
         ("days_since_last_order > 30 or orders_30d == 0", "((`days_since_last_order` > 30) OR (`orders_30d` = 0))"),
         ("0.2 < churn_probability <= 0.8", "(0.2 < `churn_probability` AND `churn_probability` <= 0.8)"),
         ("vip == True", "(`vip` = TRUE)"),
-        ("lifecycle_stage == \"it's\"", "(`lifecycle_stage` = 'it\\'s')"),
+        ('lifecycle_stage == "it\'s"', "(`lifecycle_stage` = 'it\\'s')"),
     ],
 )
 def test_rules_render_to_spark_sql(rule, sql):
@@ -101,7 +102,10 @@ def test_book_compiles_derived_tags_bands_and_chosen_thresholds():
         ({"segments": {"all_users": {"rule": "vip"}}}, "segment all_users: the name is reserved"),
         ({"segments": {"s": "vip"}}, "segment s: needs `rule:` (a string), got 'vip'"),
         ({"analysis": {"distribution_tags": ["tier"]}}, "analysis distribution_tags: unknown tag 'tier'"),
-        ({"segments": {"s": {"rule": "vip and p_student > threshold('teen')"}}}, "segment s: unknown threshold 'teen' (declared: retention, student)"),
+        (
+            {"segments": {"s": {"rule": "vip and p_student > threshold('teen')"}}},
+            "segment s: unknown threshold 'teen' (declared: retention, student)",
+        ),
     ],
 )
 def test_book_refuses_bad_declarations(change, message):
@@ -111,11 +115,16 @@ def test_book_refuses_bad_declarations(change, message):
 
 
 def test_unknown_segment_names_the_declared_ones():
-    with pytest.raises(UnknownSegment, match=r"unknown segment 'vip_at_rsk' \(did you mean 'vip_at_risk'\?\); declared segments: vip_at_risk, back_to_school, winter, groups"):
+    with pytest.raises(
+        UnknownSegment,
+        match=r"unknown segment 'vip_at_rsk' \(did you mean 'vip_at_risk'\?\); declared segments: vip_at_risk, back_to_school, winter, groups",
+    ):
         SegmentBook.compile(BOOK, SNAPSHOT_TAGS).segment("vip_at_rsk")
 
 
 def test_the_repository_segments_compile_against_the_master_profile():
     book = load_book(Conf())
-    assert {"vip_at_risk", "new_user_no_repeat", "students_back_to_school", "potential_users", "group_order_candidates"} <= set(book.names())
+    assert {"vip_at_risk", "new_user_no_repeat", "students_back_to_school", "potential_users", "group_order_candidates"} <= set(
+        book.names()
+    )
     assert all(segment.description and segment.reason for segment in book.segments)

@@ -4,21 +4,22 @@ D-1 = 2026-08-31 and D = 2026-09-01 (inside the back-to-school season). The
 models stage chose a retention threshold of 0.4 for D only, so D-1 uses the
 conf value 0.5. Five customers ordered to one office place on D.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from portrait.lib import bitmaps
-from portrait.lib.cli import main
-from portrait.lib.config import Conf
-from portrait.lib.pipeline import RunContext, run_stage
-from portrait.lib.segments import SegmentRuleError
-from portrait.lib.tables import Catalog
+from portrait.cli import main
+from portrait.core.config import Conf
+from portrait.core.pipeline import RunContext, run_stage
+from portrait.core.tables import Catalog
+from portrait.segments import bitmaps
+from portrait.segments.rules import SegmentRuleError
 
 D0, D = date(2026, 8, 31), date(2026, 9, 1)
 OFFICE, OTHER_OFFICE = "上海市浦东新区世纪大道", "上海市徐汇区漕溪北路"
@@ -26,19 +27,31 @@ COLLEAGUES = ["u08", "u09", "u10", "u11", "u12"]
 
 #: user -> (D-1 tags, D tags); None: not in that day's snapshot
 PROFILES = {
-    "u01": ({"vip_tier": "vip", "lifecycle_stage": "old", "churn_probability": 0.3},
-            {"vip_tier": "vip", "lifecycle_stage": "old", "churn_probability": 0.45}),
-    "u02": ({"vip_tier": "super_vip", "lifecycle_stage": "old", "churn_probability": 0.9},
-            {"vip_tier": "super_vip", "lifecycle_stage": "old", "churn_probability": 0.9}),
-    "u03": ({"vip_tier": "regular", "lifecycle_stage": "potential"},
-            {"vip_tier": "regular", "lifecycle_stage": "new", "churn_probability": 0.95, "days_since_last_order": 20, "coupon_share_90d": 0.5}),
-    "u04": ({"lifecycle_stage": "new", "days_since_last_order": 19, "coupon_share_90d": 0.0},
-            {"lifecycle_stage": "new", "days_since_last_order": 20, "coupon_share_90d": 0.0}),
+    "u01": (
+        {"vip_tier": "vip", "lifecycle_stage": "old", "churn_probability": 0.3},
+        {"vip_tier": "vip", "lifecycle_stage": "old", "churn_probability": 0.45},
+    ),
+    "u02": (
+        {"vip_tier": "super_vip", "lifecycle_stage": "old", "churn_probability": 0.9},
+        {"vip_tier": "super_vip", "lifecycle_stage": "old", "churn_probability": 0.9},
+    ),
+    "u03": (
+        {"vip_tier": "regular", "lifecycle_stage": "potential"},
+        {"vip_tier": "regular", "lifecycle_stage": "new", "churn_probability": 0.95, "days_since_last_order": 20, "coupon_share_90d": 0.5},
+    ),
+    "u04": (
+        {"lifecycle_stage": "new", "days_since_last_order": 19, "coupon_share_90d": 0.0},
+        {"lifecycle_stage": "new", "days_since_last_order": 20, "coupon_share_90d": 0.0},
+    ),
     "u05": ({"lifecycle_stage": "potential"}, {"lifecycle_stage": "potential"}),
-    "u06": ({"lifecycle_stage": "new", "p_student": 0.8, "days_since_last_order": 29},
-            {"lifecycle_stage": "old", "p_student": 0.8, "days_since_last_order": 30}),
-    "u07": ({"lifecycle_stage": "old", "p_student": 0.8, "days_since_last_order": 3},
-            {"lifecycle_stage": "old", "p_student": 0.8, "days_since_last_order": 4}),
+    "u06": (
+        {"lifecycle_stage": "new", "p_student": 0.8, "days_since_last_order": 29},
+        {"lifecycle_stage": "old", "p_student": 0.8, "days_since_last_order": 30},
+    ),
+    "u07": (
+        {"lifecycle_stage": "old", "p_student": 0.8, "days_since_last_order": 3},
+        {"lifecycle_stage": "old", "p_student": 0.8, "days_since_last_order": 4},
+    ),
     **{u: ({"lifecycle_stage": "old"}, {"lifecycle_stage": "old"}) for u in COLLEAGUES + ["u13"]},
     "u14": (None, {"lifecycle_stage": "potential"}),
 }
@@ -63,7 +76,7 @@ def _snapshot_rows(catalog, day: date, which: int) -> list[dict]:
 
 
 def _ts(day: date, hour: int) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
 def _write_lake(spark, catalog) -> None:
@@ -72,8 +85,10 @@ def _write_lake(spark, catalog) -> None:
         # append: each date once into a new table (a replaceWhere over null array columns trips Sail's union)
         catalog.write(spark, spark.createDataFrame(_snapshot_rows(catalog, day, which), spec.ddl), spec.name, "append")
     addresses = [(f"a{u}", u, OFFICE, 31.2, 121.5, "office", "上海", _ts(D0, 0)) for u in COLLEAGUES]
-    addresses += [("au13", "u13", OTHER_OFFICE, 31.1, 121.4, "office", "上海", _ts(D0, 0)),
-                  ("au06", "u06", OFFICE, 31.2, 121.5, "school", "上海", _ts(D0, 0))]  # same name, not an office
+    addresses += [
+        ("au13", "u13", OTHER_OFFICE, 31.1, 121.4, "office", "上海", _ts(D0, 0)),
+        ("au06", "u06", OFFICE, 31.2, 121.5, "school", "上海", _ts(D0, 0)),
+    ]  # same name, not an office
     catalog.write(spark, spark.createDataFrame(addresses, catalog.spec("silver.addresses").ddl), "silver.addresses", "upsert")
     orders = [(f"o{u}", u, _ts(D, 3 + n), 30.0, 0.0, 1, f"a{u}", "salad", "paid", D, D) for n, u in enumerate(COLLEAGUES + ["u13", "u06"])]
     orders.append(("o-cancelled", "u13", _ts(D, 4), 30.0, 0.0, 1, "au13", "salad", "cancelled", D, D))
@@ -219,14 +234,18 @@ def broken_conf(tmp_path):
     conf_dir = tmp_path / "conf"
     shutil.copytree(Conf().dir, conf_dir)
     path = conf_dir / "segments.yaml"
-    path.write_text(path.read_text(encoding="utf-8").replace('rule: "vip and likely_to_churn"', 'rule: "vip and likely_to_chrun"'), encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('rule: "vip and likely_to_churn"', 'rule: "vip and likely_to_chrun"'), encoding="utf-8"
+    )
     return conf_dir
 
 
 def test_an_invalid_rule_stops_the_stage_and_the_cli(lake, spark, broken_conf, capsys):
     catalog, _, _ = lake
     versions = catalog.version("gold.segment_bitmaps")
-    with pytest.raises(SegmentRuleError, match="segment vip_at_risk: unknown tag 'likely_to_chrun' \\(did you mean 'likely_to_churn'\\?\\)"):
+    with pytest.raises(
+        SegmentRuleError, match="segment vip_at_risk: unknown tag 'likely_to_chrun' \\(did you mean 'likely_to_churn'\\?\\)"
+    ):
         run_stage(RunContext(spark, catalog.lake, D, Conf(broken_conf)), "segments")
     assert catalog.version("gold.segment_bitmaps") == versions
     assert main(["segment", "count", "vip_at_risk", "--lake", catalog.lake, "--conf", str(broken_conf)]) == 1
@@ -234,8 +253,8 @@ def test_an_invalid_rule_stops_the_stage_and_the_cli(lake, spark, broken_conf, c
 
 
 def test_gate_refuses_bitmaps_that_disagree_with_members(lake, spark):
-    from portrait.lib import gates
-    from portrait.lib.bitmaps import serialise
+    from portrait import gates
+    from portrait.segments.bitmaps import serialise
 
     catalog, _, _ = lake
     spec = catalog.spec("gold.segment_bitmaps")
@@ -243,17 +262,21 @@ def test_gate_refuses_bitmaps_that_disagree_with_members(lake, spark):
     report = gates.run_gate(spark, spec.name, spark.createDataFrame(rows, spec.ddl), D, catalog.conf, gate_name="segments")
     assert [r.column for r in report.failures()] == ["counts_reconcile_with_bitmap"]
     assert "lost" in report.failures()[0].observed
-    members = spark.createDataFrame([("potential_users", "u05", D), ("potential_users", "nobody", D)], catalog.spec("gold.segment_members").ddl)
+    members = spark.createDataFrame(
+        [("potential_users", "u05", D), ("potential_users", "nobody", D)], catalog.spec("gold.segment_members").ddl
+    )
     report = gates.run_gate(spark, "gold.segment_members", members, D, catalog.conf, gate_name="segments", lake=catalog.lake)
     assert [r.column for r in report.failures()] == ["members_are_users_of_the_snapshot"]
     assert "nobody" in report.failures()[0].observed and "u05" not in report.failures()[0].observed
 
 
 def test_a_segment_not_built_on_the_previous_day_moves_from_unknown(spark):
-    from portrait.lib.audiences import transitions
-    from portrait.lib.segments import SegmentBook
+    from portrait.segments.audiences import transitions
+    from portrait.segments.rules import SegmentBook
 
-    book = SegmentBook.compile({"segments": {"s": {"rule": "vip_tier == 'vip'"}}, "analysis": {"transition_tags": ["vip_tier"]}}, {"vip_tier"})
+    book = SegmentBook.compile(
+        {"segments": {"s": {"rule": "vip_tier == 'vip'"}}, "analysis": {"transition_tags": ["vip_tier"]}}, {"vip_tier"}
+    )
     before = spark.createDataFrame([("u1", "regular"), ("u2", "vip")], "user_id string, vip_tier string")
     after = spark.createDataFrame([("u1", "vip"), ("u2", "vip")], "user_id string, vip_tier string")
     members = spark.createDataFrame([("s", "u1"), ("s", "u2")], "segment string, user_id string")

@@ -1,4 +1,5 @@
 """One run of a stage for a date at a time: a second one fails at once, naming the holder, and touches nothing."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,12 +9,12 @@ from datetime import date
 
 import pytest
 
-from portrait.lib.pipeline import RunContext, StagingError, run_stage, stage_lock
+from portrait.core.pipeline import RunContext, StagingError, run_stage, stage_lock
 
 HOLD = """
 import sys, time
 from datetime import date
-from portrait.lib.pipeline import RunContext, stage_lock
+from portrait.core.pipeline import RunContext, stage_lock
 with stage_lock(RunContext(None, {lake!r}, date(2026, 9, 30)), "clean"):
     print("holding", flush=True)
     sys.stdin.read()  # until the test closes it
@@ -22,8 +23,9 @@ with stage_lock(RunContext(None, {lake!r}, date(2026, 9, 30)), "clean"):
 
 def test_a_second_run_of_the_same_stage_and_date_fails_naming_the_holder(tmp_path):
     lake = str(tmp_path / "lake")
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         ctx = RunContext(None, lake, date(2026, 9, 30))
@@ -44,8 +46,9 @@ def test_a_second_run_of_the_same_stage_and_date_fails_naming_the_holder(tmp_pat
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     lake = str(tmp_path / "lake")
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "holding"
     holder.kill()
     holder.wait(timeout=60)

@@ -7,6 +7,7 @@ would attribute an anonymous visit of D, a new user record) - and the stages
 run for D+1 and again for D. D's snapshot must not change: no look-ahead, and
 a rerun replaces exactly D's partition.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,10 +16,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from fact_rows import D, ago, local_ts
-from portrait.lib.config import Conf
-from portrait.lib.gates import GateFailed
-from portrait.lib.pipeline import RunContext, run_stage
-from portrait.lib.tables import Catalog
+from portrait.core.config import Conf
+from portrait.core.pipeline import RunContext, run_stage
+from portrait.core.tables import Catalog
+from portrait.gates import GateFailed
 
 NEXT = ago(-1)
 STAGES = ("consumption", "behavior", "interest", "social", "product_line")
@@ -31,19 +32,64 @@ def landed(day):
 
 
 def user(user_id, landing, city="北京", gender=None, birth_year=None, registered=ago(40)):
-    return dict(user_id=user_id, name="王国庆", gender=gender, birth_year=birth_year, registered_at=local_ts(registered, 9), channel="app_store", city=city, has_phone=True, updated_at=landed(landing), dt=landing)
+    return dict(
+        user_id=user_id,
+        name="王国庆",
+        gender=gender,
+        birth_year=birth_year,
+        registered_at=local_ts(registered, 9),
+        channel="app_store",
+        city=city,
+        has_phone=True,
+        updated_at=landed(landing),
+        dt=landing,
+    )
 
 
 def order(order_id, user_id, day, amount, landing=None, status="delivered", address_id="a1", line="salad"):
-    return dict(order_id=order_id, user_id=user_id, ts=local_ts(day, 12), amount=amount, coupon_amount=0.0, item_count=1, address_id=address_id, product_line=line, status=status, dt=day, landing_dt=landing or day)
+    return dict(
+        order_id=order_id,
+        user_id=user_id,
+        ts=local_ts(day, 12),
+        amount=amount,
+        coupon_amount=0.0,
+        item_count=1,
+        address_id=address_id,
+        product_line=line,
+        status=status,
+        dt=day,
+        landing_dt=landing or day,
+    )
 
 
 def item(order_id, user_id, day, category, landing=None):
-    return dict(order_id=order_id, line_no=1, user_id=user_id, sku=f"{category}-1", category=category, qty=1, price=30.0, dt=day, landing_dt=landing or day)
+    return dict(
+        order_id=order_id,
+        line_no=1,
+        user_id=user_id,
+        sku=f"{category}-1",
+        category=category,
+        qty=1,
+        price=30.0,
+        dt=day,
+        landing_dt=landing or day,
+    )
 
 
 def event(event_id, user_id, device, day, event_type, landing=None, category=None, rating=None, hour=12, line="salad"):
-    return dict(event_id=event_id, user_id=user_id, anonymous=user_id is None, device_id=device, event_type=event_type, ts=local_ts(day, hour), product_line=line, category=category, rating=rating, dt=day, landing_dt=landing or day)
+    return dict(
+        event_id=event_id,
+        user_id=user_id,
+        anonymous=user_id is None,
+        device_id=device,
+        event_type=event_type,
+        ts=local_ts(day, hour),
+        product_line=line,
+        category=category,
+        rating=rating,
+        dt=day,
+        landing_dt=landing or day,
+    )
 
 
 def login(device, user_id, day, hour=12):
@@ -51,11 +97,24 @@ def login(device, user_id, day, hour=12):
 
 
 def address(address_id, user_id, landing):
-    return dict(address_id=address_id, user_id=user_id, place_name="北京市海淀区", lat=39.96, lon=116.3, poi_type="office", city="北京", updated_at=landed(landing))
+    return dict(
+        address_id=address_id,
+        user_id=user_id,
+        place_name="北京市海淀区",
+        lat=39.96,
+        lon=116.3,
+        poi_type="office",
+        city="北京",
+        updated_at=landed(landing),
+    )
 
 
 KNOWN_ON_D = {
-    "silver.users_history": [user("u1", ago(40)), user("u2", ago(40), city="上海", gender="F", birth_year=1990), user("u3", ago(1), registered=ago(1))],
+    "silver.users_history": [
+        user("u1", ago(40)),
+        user("u2", ago(40), city="上海", gender="F", birth_year=1990),
+        user("u3", ago(1), registered=ago(1)),
+    ],
     "silver.orders": [
         order("o1", "u1", ago(5), 120.0),
         order("o2", "u1", ago(3), 100.0, status="cancelled"),
@@ -63,7 +122,12 @@ KNOWN_ON_D = {
         order("o7", "u1", ago(10), 40.0),
         order("o4", "u2", ago(1), 50.0, address_id=None, line="content", status="paid"),
     ],
-    "silver.order_items": [item("o1", "u1", ago(5), "chicken"), item("o2", "u1", ago(3), "fruit"), item("o3", "u1", D, "chicken"), item("o7", "u1", ago(10), "chicken")],
+    "silver.order_items": [
+        item("o1", "u1", ago(5), "chicken"),
+        item("o2", "u1", ago(3), "fruit"),
+        item("o3", "u1", D, "chicken"),
+        item("o7", "u1", ago(10), "chicken"),
+    ],
     "silver.events": [
         event("e1", "u1", "d1", D, "app_open"),
         event("e2", "u1", "d1", ago(1), "view", category="fruit"),
@@ -152,7 +216,9 @@ def test_snapshot_of_d_uses_only_what_was_known_on_d(spark, lake_runs):
     assert [(a["address_id"], a["uses"]) for a in social["u1"]["common_addresses"]] == [("a1", 3)]
     assert (social["u2"]["city"], social["u2"]["age_band"]) == ("上海", "35-44")  # 深圳 was reported on D+1
 
-    lines = {(r["user_id"], r["product_line"]): r for r in catalog.read(spark, "profile.product_line").where(F.col("dt") == F.lit(D)).collect()}
+    lines = {
+        (r["user_id"], r["product_line"]): r for r in catalog.read(spark, "profile.product_line").where(F.col("dt") == F.lit(D)).collect()
+    }
     assert len(lines) == 3 * 3
     assert (lines[("u2", "video")]["line_usage_30d"], lines[("u2", "content")]["line_usage_30d"]) == (2, 1)
 

@@ -1,4 +1,5 @@
 """The one writer: its three modes, schema refusal, and the Sail hazards it guards against."""
+
 from __future__ import annotations
 
 import re
@@ -8,8 +9,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from portrait.lib import maintenance
-from portrait.lib.tables import Catalog, SchemaMismatch, WriteRefused, upserted
+from portrait.core import maintenance
+from portrait.core.tables import Catalog, SchemaMismatch, WriteRefused, upserted
 
 TOY = {
     "test.visits": {
@@ -70,7 +71,13 @@ def test_rerunning_one_date_leaves_every_other_date_unchanged(spark, catalog):
     for day in ("2026-07-01", "2026-07-02", "2026-07-03"):
         catalog.write(spark, visits(spark, [(f"v-{day}", "u1", 1.0, day)]), "test.visits", "partition", day)
     before = [r for r in rows_of(catalog, spark, "test.visits") if str(r[3]) != "2026-07-02"]
-    catalog.write(spark, visits(spark, [("redo-a", "u9", 5.0, "2026-07-02"), ("redo-b", "u9", 6.0, "2026-07-02")]), "test.visits", "partition", "2026-07-02")
+    catalog.write(
+        spark,
+        visits(spark, [("redo-a", "u9", 5.0, "2026-07-02"), ("redo-b", "u9", 6.0, "2026-07-02")]),
+        "test.visits",
+        "partition",
+        "2026-07-02",
+    )
     after = rows_of(catalog, spark, "test.visits")
     assert [r for r in after if str(r[3]) != "2026-07-02"] == before
     assert sorted(r[0] for r in after if str(r[3]) == "2026-07-02") == ["redo-a", "redo-b"]
@@ -100,7 +107,10 @@ def test_partition_write_refuses_rows_of_another_date(spark, catalog):
     [
         (lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).drop("amount"), "column 'amount' is missing (declared double)"),
         (lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).withColumn("coupon", F.lit(1.0)), "column 'coupon' is not declared"),
-        (lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).withColumn("amount", F.col("amount").cast("string")), "column 'amount' has type string, declared double"),
+        (
+            lambda s: visits(s, [("v", "u", 1.0, "2026-07-01")]).withColumn("amount", F.col("amount").cast("string")),
+            "column 'amount' has type string, declared double",
+        ),
     ],
     ids=["missing", "extra", "mistyped"],
 )
@@ -127,8 +137,12 @@ def test_a_column_declared_after_the_table_was_created_is_refused_not_dropped(sp
 
 
 def test_upsert_updates_matching_keys_inserts_new_and_never_rolls_back(spark, catalog):
-    catalog.write(spark, people(spark, [("u1", "old", "2026-07-01 00:00:00"), ("u2", "two", "2026-07-01 00:00:00")]), "test.people", "upsert")
-    catalog.write(spark, people(spark, [("u1", "new", "2026-07-02 00:00:00"), ("u3", "three", "2026-07-02 00:00:00")]), "test.people", "upsert")
+    catalog.write(
+        spark, people(spark, [("u1", "old", "2026-07-01 00:00:00"), ("u2", "two", "2026-07-01 00:00:00")]), "test.people", "upsert"
+    )
+    catalog.write(
+        spark, people(spark, [("u1", "new", "2026-07-02 00:00:00"), ("u3", "three", "2026-07-02 00:00:00")]), "test.people", "upsert"
+    )
     # a rerun of an older date must not overwrite the newer state
     catalog.write(spark, people(spark, [("u1", "old", "2026-07-01 00:00:00")]), "test.people", "upsert")
     assert [(r[0], r[1]) for r in rows_of(catalog, spark, "test.people")] == [("u1", "new"), ("u2", "two"), ("u3", "three")]
@@ -171,20 +185,39 @@ def test_deltalake_reads_what_the_engine_wrote_and_maintains_it(spark, catalog):
 
 def test_upserted_is_what_merge_into_leaves(spark):
     existing = spark.createDataFrame(
-        [("a", 1.0, date(2026, 1, 2)), ("b", 2.0, date(2026, 1, 2)), ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1)),
-         ("e", 3.0, None)],
+        [
+            ("a", 1.0, date(2026, 1, 2)),
+            ("b", 2.0, date(2026, 1, 2)),
+            ("d", 4.0, date(2026, 1, 1)),
+            (None, 9.0, date(2026, 1, 1)),
+            ("e", 3.0, None),
+        ],
         "user_id string, score double, updated_on date",
     )
     updates = spark.createDataFrame(
-        [("a", 5.0, date(2026, 1, 1)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)), (None, 8.0, date(2026, 1, 3)),
-         ("e", 5.0, date(2026, 1, 3))],
+        [
+            ("a", 5.0, date(2026, 1, 1)),
+            ("b", 6.0, date(2026, 1, 2)),
+            ("c", 7.0, date(2026, 1, 3)),
+            (None, 8.0, date(2026, 1, 3)),
+            ("e", 5.0, date(2026, 1, 3)),
+        ],
         "user_id string, score double, updated_on date",
     )
     newer = sorted(map(tuple, upserted(existing, updates, ("user_id",), "updated_on").collect()), key=str)
     # a: the update is older, kept; b: as new, taken; c: inserted; d: untouched; a null key never matches;
     # e: a stored null is never older (as in MERGE's condition)
-    assert newer == sorted([("a", 1.0, date(2026, 1, 2)), ("b", 6.0, date(2026, 1, 2)), ("c", 7.0, date(2026, 1, 3)),
-                            ("d", 4.0, date(2026, 1, 1)), (None, 9.0, date(2026, 1, 1)), (None, 8.0, date(2026, 1, 3)),
-                            ("e", 3.0, None)], key=str)
+    assert newer == sorted(
+        [
+            ("a", 1.0, date(2026, 1, 2)),
+            ("b", 6.0, date(2026, 1, 2)),
+            ("c", 7.0, date(2026, 1, 3)),
+            ("d", 4.0, date(2026, 1, 1)),
+            (None, 9.0, date(2026, 1, 1)),
+            (None, 8.0, date(2026, 1, 3)),
+            ("e", 3.0, None),
+        ],
+        key=str,
+    )
     always = {r.user_id: r.score for r in upserted(existing, updates, ("user_id",), None).collect() if r.user_id}
     assert always == {"a": 5.0, "b": 6.0, "c": 7.0, "d": 4.0, "e": 5.0}

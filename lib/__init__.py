@@ -1,1 +1,0 @@
-"""Shared library: engine, table catalog and writer, configuration, CLI."""

@@ -1,0 +1,95 @@
+"""Reads the declarations in conf/: small code over data.
+
+Each ``conf/*.yaml`` file is one concern (landing contract, pipeline
+settings, tags, segments); declarations with one entry per table (tables,
+gates) are folders with one file per layer. ``Conf`` loads them lazily and caches them, so
+a DAG file or CLI that never touches a declaration never reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+CONF_ENV = "PORTRAIT_CONF"
+LAKE_ENV = "PORTRAIT_LAKE"
+DEFAULT_LAKE = "./lakehouse"
+
+
+class ConfError(ValueError):
+    """A declaration in conf/ is missing or malformed."""
+
+
+def default_conf_dir() -> Path:
+    """``PORTRAIT_CONF``, else the checkout's conf/ (a development install), else the one the wheel bundles."""
+    if os.environ.get(CONF_ENV):
+        return Path(os.environ[CONF_ENV])
+    checkout = Path(__file__).resolve().parents[3] / "conf"
+    if (checkout / "pipeline.yaml").is_file():
+        return checkout
+    return Path(sysconfig.get_path("data")) / "share" / "portrait" / "conf"
+
+
+def default_lake() -> str:
+    return os.environ.get(LAKE_ENV) or DEFAULT_LAKE
+
+
+class Conf:
+    """All declarations of one conf directory."""
+
+    def __init__(self, conf_dir: str | Path | None = None):
+        self.dir = Path(conf_dir) if conf_dir else default_conf_dir()
+        if not self.dir.is_dir():
+            raise ConfError(f"conf directory {self.dir} does not exist")
+
+    def load(self, name: str) -> dict:
+        """Parse ``conf/{name}.yaml``; errors name the file."""
+        path = self.dir / f"{name}.yaml"
+        try:
+            with path.open(encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except FileNotFoundError:
+            raise ConfError(f"missing declaration file {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfError(f"{path} must hold a mapping at the top level")
+        return data
+
+    def load_dir(self, name: str) -> dict:
+        """Merge ``conf/{name}/*.yaml``: one file per layer, each entry declared once."""
+        folder = self.dir / name
+        files = sorted(folder.glob("*.yaml"))
+        if not files:
+            raise ConfError(f"no declarations in {folder}/*.yaml")
+        merged: dict = {}
+        for path in files:
+            for entry, declaration in self.load(f"{name}/{path.stem}").items():
+                if entry in merged:
+                    raise ConfError(f"{entry} is declared twice in {folder} (again in {path.name})")
+                merged[entry] = declaration
+        return merged
+
+    @cached_property
+    def tables(self) -> dict:
+        return self.load_dir("tables")
+
+    @cached_property
+    def landing(self) -> dict:
+        return self.load("landing")
+
+    @cached_property
+    def pipeline(self) -> dict:
+        return self.load("pipeline")
+
+    @cached_property
+    def segments(self) -> dict:
+        return self.load("segments")
+
+    @cached_property
+    def gates(self) -> dict:
+        return self.load_dir("gates")

@@ -1,0 +1,117 @@
+"""Delta tables for an engine without a Delta connector: Spark writes Parquet, delta-rs commits it.
+
+Classic JVM Spark reads and writes Delta only with the delta-spark jars, which
+come from Maven at start-up. Where Maven cannot be reached, the same tables
+stay Delta tables all the same: reads take the Parquet files of the table's
+snapshot from its log (``deltalake``), and writes let Spark write Parquet into
+a temporary directory inside the table, move the files into their partition
+directories and commit them with ``DeltaTable.create_write_transaction``. The
+lake is the one every other engine reads; only who writes the log differs.
+
+An upsert arrives as the whole merged table (``tables.upserted``) and is
+committed as a whole-table overwrite: the old files stay on disk until
+vacuum, so the plan that reads them is safe while the new files are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def native_delta(spark) -> bool:
+    """Does this session read and write Delta itself (Sail, Spark Connect, JVM Spark with delta-spark)?"""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        return True
+    return "DeltaSparkSessionExtension" in (spark.conf.get("spark.sql.extensions", "") or "")
+
+
+def read(spark, spec, version: int | None = None):
+    """The table's snapshot (latest, or ``version``) as a DataFrame in the declared schema."""
+    from deltalake import DeltaTable
+
+    files = DeltaTable(spec.path, version=version).file_uris()
+    if not files:
+        return spark.createDataFrame([], spec.ddl)
+    return spark.read.schema(spec.ddl).option("basePath", spec.path).parquet(*files).select(*[f"`{c}`" for c in spec.columns])
+
+
+def create(spark, spec) -> None:
+    """Create the empty table with its declared schema and partitioning."""
+    from deltalake import write_deltalake
+
+    empty = spark.createDataFrame([], spec.ddl).toArrow()
+    write_deltalake(spec.path, empty, mode="append", partition_by=list(spec.partition_by) or None)
+
+
+def commit(df, spec, mode: str, replace_partition: tuple[str, str] | None = None) -> None:
+    """Write ``df`` as Parquet into the table and commit the files.
+
+    ``mode`` is ``append`` or ``overwrite``; an overwrite replaces the partition
+    ``(column, value)`` given by ``replace_partition``, or the whole table.
+    """
+    from deltalake import DeltaTable
+    from deltalake.transaction import AddAction, CommitProperties
+
+    table_dir = Path(spec.path)
+    scratch = table_dir / f"_portrait_write_{uuid.uuid4().hex}"  # "_" dirs are not part of a Delta table
+    writer = df.write.mode("overwrite")
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    try:
+        writer.parquet(str(scratch))
+        actions, rows = _move_into_table(scratch, table_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    table = DeltaTable(spec.path)
+    filters = [(replace_partition[0], "=", replace_partition[1])] if replace_partition else None
+    table.create_write_transaction(
+        [AddAction(**action) for action in actions],
+        mode,
+        table.schema(),
+        partition_by=list(spec.partition_by) or None,
+        partition_filters=filters,
+        commit_properties=CommitProperties(custom_metadata={"numOutputRows": rows}),
+    )
+
+
+def _move_into_table(scratch: Path, table_dir: Path) -> tuple[list[dict], int]:
+    """Move the written files to their partition directories; their add actions and row count."""
+    import pyarrow.parquet as pq
+
+    actions, rows = [], 0
+    for written in sorted(scratch.rglob("*.parquet")):
+        relative = written.relative_to(scratch)
+        target = table_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written, target)
+        partition_values = {}
+        for part in relative.parts[:-1]:
+            column, _, value = part.partition("=")
+            partition_values[unquote(column)] = None if value == HIVE_NULL else unquote(value)
+        records = pq.read_metadata(target).num_rows
+        rows += records
+        stat = target.stat()
+        actions.append(
+            {
+                "path": quote(relative.as_posix(), safe="/="),
+                "size": stat.st_size,
+                "partition_values": partition_values,
+                "modification_time": int(stat.st_mtime * 1000),
+                "data_change": True,
+                "stats": json.dumps({"numRecords": records}),
+            }
+        )
+    return actions, rows
+
+
+def materialize(spark, df, path: str):
+    """Write ``df`` to Parquet scratch at ``path`` and read it back (the schema kept when empty)."""
+    df.write.mode("overwrite").parquet(path)
+    return spark.read.schema(df.schema).parquet(path)

@@ -1,0 +1,1 @@
+"""Airflow-facing helpers: the DAG files in dags/ stay thin and call these."""

@@ -1,0 +1,124 @@
+"""Consumption sub-profile (消费画像): lifecycle, spend by window, VIP tier, RFM.
+
+One ``groupBy(user_id)`` over the user's non-cancelled orders computes every
+count and sum as a conditional aggregate; the labels (lifecycle, VIP, RFM) are
+then plain column rules over those figures, with thresholds from the dictionary.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from portrait.subprofiles.common import count_in, days_between, first_match, ratio, snapshot_date, sum_in, with_days_ago, zero_if_missing
+from portrait.tags.dictionary import TagDictionary
+
+
+def consumption(users: DataFrame, orders: DataFrame, refunds: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``.
+
+    users:   user_id, registered_dt - everyone known on D
+    orders:  user_id, dt, amount, coupon_amount - non-cancelled orders known on D (all history:
+             the lifecycle and the first order look back to the beginning)
+    refunds: user_id, dt, refund_amount - refund events known on D
+    """
+    spend, counts = tags.windowed("spend"), tags.windowed("orders")
+    coupon_orders = {column: f"_coupon_orders_{window.name}" for column, window in tags.windowed("coupon_share")}
+    order_figures = (
+        with_days_ago(orders, snapshot_dt)
+        .groupBy("user_id")
+        .agg(
+            F.count(F.lit(1)).alias("orders_total"),
+            F.min("dt").alias("first_order_dt"),
+            F.max("dt").alias("last_order_dt"),
+            *[sum_in(window, "amount").alias(column) for column, window in spend],
+            *[count_in(window).alias(column) for column, window in counts],
+            *[count_in(w, F.col("coupon_amount") > 0).alias(coupon_orders[c]) for c, w in tags.windowed("coupon_share")],
+        )
+    )
+    refund_counts, refund_amounts = tags.windowed("refund_count"), tags.windowed("refund_amount")
+    refund_figures = (
+        with_days_ago(refunds, snapshot_dt)
+        .groupBy("user_id")
+        .agg(
+            *[count_in(window).alias(column) for column, window in refund_counts],
+            *[sum_in(window, "refund_amount").alias(column) for column, window in refund_amounts],
+        )
+    )
+    figures = (
+        users.select("user_id", "registered_dt")
+        .join(order_figures, "user_id", "left")
+        .join(refund_figures, "user_id", "left")
+        .withColumns(zero_if_missing("orders_total", *[column for column, _ in spend + counts + refund_counts + refund_amounts]))
+        .withColumn("days_since_last_order", days_between(snapshot_dt, "last_order_dt"))
+    )
+
+    def spend_in(window_tag: str) -> Column:
+        return F.col(tags.column("spend", tags.window_of(window_tag)))
+
+    def orders_in(window_tag: str) -> Column:
+        return F.col(tags.column("orders", tags.window_of(window_tag)))
+
+    has_ordered = F.col("orders_total") > 0
+    labelled = figures.select(
+        "*",
+        lifecycle_stage(F.col("orders_total")).alias("lifecycle_stage"),
+        *[ratio(tags.column("spend", w), tags.column("orders", w)).alias(c) for c, w in tags.windowed("avg_order_value")],
+        *[ratio(coupon_orders[c], tags.column("orders", w)).alias(c) for c, w in tags.windowed("coupon_share")],
+        vip_tier(spend_in("vip_tier"), tags).alias("vip_tier"),
+        F.when(has_ordered, recency_score(F.col("days_since_last_order"), tags)).alias("rfm_r"),
+        F.when(has_ordered, at_least_score(orders_in("rfm_f"), tags.threshold("rfm_f", "min_orders_for_score"))).alias("rfm_f"),
+        F.when(has_ordered, at_least_score(spend_in("rfm_m"), tags.threshold("rfm_m", "min_spend_for_score"))).alias("rfm_m"),
+        snapshot_date(snapshot_dt).alias("dt"),
+    )
+    return labelled.withColumn("rfm_segment", rfm_segment(tags)).drop(*coupon_orders.values())
+
+
+def lifecycle_stage(orders_total: Column) -> Column:
+    """潜在用户 / 新用户 / 老用户 by non-cancelled orders up to D (seed: 老王的运营流程)."""
+    return first_match([(orders_total == 0, "potential"), (orders_total == 1, "new")], default="old")
+
+
+def vip_tier(spend: Column, tags: TagDictionary) -> Column:
+    """Thresholds inclusive: exactly 200 yuan in 30 days is VIP."""
+    return first_match(
+        [
+            (spend >= tags.threshold("vip_tier", "super_vip_min_spend_30d"), "super_vip"),
+            (spend >= tags.threshold("vip_tier", "vip_min_spend_30d"), "vip"),
+        ],
+        default="regular",
+    )
+
+
+def recency_score(days: Column, tags: TagDictionary) -> Column:
+    """The highest score whose day limit ``days`` does not exceed; 1 beyond all of them."""
+    bins = sorted(tags.threshold("rfm_r", "max_days_for_score").items(), reverse=True)
+    return _score([(days <= limit, score) for score, limit in bins])
+
+
+def at_least_score(value: Column, minimums: dict) -> Column:
+    """The highest score whose minimum ``value`` reaches; 1 below all of them."""
+    return _score([(value >= minimum, score) for score, minimum in sorted(minimums.items(), reverse=True)])
+
+
+def _score(rules: list[tuple[Column, int]]) -> Column:
+    chain = F
+    for condition, score in rules:
+        chain = chain.when(condition, F.lit(int(score)))
+    return chain.otherwise(F.lit(1)).cast("int")
+
+
+def rfm_segment(tags: TagDictionary) -> Column:
+    """The first rule of ``rfm_segment.thresholds.rules`` whose score bounds all hold."""
+
+    def holds(rule: dict) -> Column:
+        bounds = [F.col(f"rfm_{score}").between(*rule[score]) for score in ("r", "f", "m") if score in rule]
+        condition = F.lit(True)
+        for bound in bounds:
+            condition = condition & bound
+        return condition
+
+    rules = tags.threshold("rfm_segment", "rules")
+    return F.when(F.col("rfm_r").isNotNull(), first_match([(holds(rule), rule["segment"]) for rule in rules]))

@@ -1,0 +1,77 @@
+"""Interest sub-profile (兴趣画像): a decayed preference weight per category, and the top-N.
+
+Signals are views and plays (weight 1), add-to-carts (3) and order items (5)
+with a category (conf/tags.yaml ``interest_weights``); each counts
+``weight x 0.5^(days_ago / half_life_days)``, so last week's salad says more
+than last quarter's. Per user the scores are divided by the highest: the
+favourite category has weight 1, the others are relative to it (max
+normalisation, so weights stay in [0, 1] however many categories a user touches).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from portrait.subprofiles.common import DAYS_AGO, count_in, first_n, snapshot_date, sorted_by, with_days_ago, zero_if_missing
+from portrait.tags.dictionary import TagDictionary
+
+ORDER_ITEM = "order_item"  # the signal weight key of a line item of an order
+WEIGHTS_TYPE = "array<struct<category:string,weight:double,score:double>>"
+
+
+def interest(users: DataFrame, events: DataFrame, order_items: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``.
+
+    users:       user_id - everyone known on D
+    events:      user_id, dt, event_type, category - events known on D (attributed)
+    order_items: user_id, dt, category - line items of non-cancelled orders known on D
+    """
+    half_life = float(tags.threshold("interest_weights", "half_life_days"))
+    decay = F.pow(F.lit(0.5), F.col(DAYS_AGO) / F.lit(half_life))
+    weighted = signals(events, order_items, tags.threshold("interest_weights", "signal_weights"))
+    per_category = (
+        with_days_ago(weighted, snapshot_dt, tags.window_of("interest_weights"))
+        .groupBy("user_id", "category")
+        .agg(
+            F.sum(F.col("weight") * decay).alias("score"),
+            *[count_in(window).alias(column) for column, window in tags.windowed("interest_signals")],
+        )
+    )
+    per_user = per_category.groupBy("user_id").agg(
+        F.max("score").alias("_top_score"),
+        F.collect_list(F.struct("category", "score")).alias("_scored"),
+        *[F.sum(column).alias(column) for column in tags.columns("interest_signals")],
+    )
+    top_n = int(tags.threshold("top_interests", "top_n"))
+    return (
+        users.select("user_id")
+        .join(per_user, "user_id", "left")
+        .withColumns(zero_if_missing(*tags.columns("interest_signals")))
+        .withColumn("interest_weights", ranked_weights(F.col("_scored"), F.col("_top_score")))
+        .withColumn("top_interests", F.transform(first_n("interest_weights", top_n), lambda c: c["category"]))
+        .withColumn("dt", snapshot_date(snapshot_dt))
+        .drop("_top_score", "_scored")
+    )
+
+
+def signals(events: DataFrame, order_items: DataFrame, signal_weights: dict) -> DataFrame:
+    """user_id, dt, category, weight: one row per weighted event or order item with a category."""
+    event_weights = {kind: float(weight) for kind, weight in signal_weights.items() if kind != ORDER_ITEM}
+    weight_of_type = F.create_map(*[F.lit(value) for pair in event_weights.items() for value in pair])
+    from_events = events.where(F.col("event_type").isin(*event_weights)).select(
+        "user_id", "dt", "category", F.element_at(weight_of_type, F.col("event_type")).alias("weight")
+    )
+    from_orders = order_items.select("user_id", "dt", "category", F.lit(float(signal_weights[ORDER_ITEM])).alias("weight"))
+    both = from_events.unionByName(from_orders)
+    return both.where(F.col("user_id").isNotNull() & F.col("category").isNotNull())
+
+
+def ranked_weights(scored: Column, top_score: Column) -> Column:
+    """Each category's score over the user's top score, highest weight first (ties by category name)."""
+    weighted = F.transform(
+        scored, lambda c: F.struct(c["category"].alias("category"), (c["score"] / top_score).alias("weight"), c["score"].alias("score"))
+    )
+    return F.coalesce(sorted_by(weighted, lambda c: [-c["weight"], c["category"]]), F.array().cast(WEIGHTS_TYPE))

@@ -1,0 +1,119 @@
+"""The tag dictionary (conf/tags.yaml) as the fact transforms read it.
+
+Windows and thresholds are looked up here by tag name, so a wrong or missing
+declaration fails with the tag and key named instead of a KeyError deep in a
+transform. Column names follow the dictionary: a tag with ``windows:`` gives
+one column per window, ``{tag}_{window}``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from portrait.core.config import Conf, ConfError
+from portrait.subprofiles.common import DayWindow
+
+TAGS_FILE = "conf/tags.yaml"
+TAG_TYPES = ("fact", "model", "strategy")
+REQUIRED = ("sub_profile", "type", "name_zh", "definition", "sources")
+
+
+class TagDictionary:
+    """Tags, windows and sub-profiles of one conf directory."""
+
+    def __init__(self, declarations: dict):
+        self.declarations = declarations
+        self.windows = {
+            name: DayWindow(name, int(spec["from_days_ago"]), int(spec.get("to_days_ago", 0)), spec.get("description", ""))
+            for name, spec in (declarations.get("windows") or {}).items()
+        }
+        self.sub_profiles: dict[str, dict] = declarations.get("sub_profiles") or {}
+        self.tags: dict[str, dict] = declarations.get("tags") or {}
+        problems = self.problems()
+        if problems:
+            raise ConfError(f"{TAGS_FILE}: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, conf: Conf) -> TagDictionary:
+        return cls(conf.load("tags"))
+
+    def problems(self) -> list[str]:
+        """What is wrong with the declarations (empty when sound)."""
+        found = []
+        for window in self.windows.values():
+            if not 0 <= window.to_days_ago <= window.from_days_ago:
+                found.append(f"window {window.name}: needs 0 <= to_days_ago <= from_days_ago")
+        for name, spec in self.tags.items():
+            found += [f"tag {name}: missing {key}" for key in REQUIRED if not spec.get(key)]
+            if spec.get("type") not in TAG_TYPES:
+                found.append(f"tag {name}: type must be one of {', '.join(TAG_TYPES)}")
+            if spec.get("sub_profile") not in self.sub_profiles:
+                found.append(f"tag {name}: unknown sub_profile {spec.get('sub_profile')!r}")
+            named = list(spec.get("windows") or []) + ([spec["window"]] if "window" in spec else [])
+            found += [f"tag {name}: unknown window {w!r}" for w in named if w not in self.windows]
+        return found
+
+    # ------------------------------------------------------------------ lookups
+
+    def tag(self, name: str) -> dict:
+        try:
+            return self.tags[name]
+        except KeyError:
+            raise ConfError(f"tag {name!r} is not declared in {TAGS_FILE}") from None
+
+    def window(self, name: str) -> DayWindow:
+        try:
+            return self.windows[name]
+        except KeyError:
+            raise ConfError(f"window {name!r} is not declared in {TAGS_FILE} (windows: {', '.join(self.windows)})") from None
+
+    def window_of(self, tag: str) -> DayWindow:
+        """The one window of a single-column tag (``window:``)."""
+        spec = self.tag(tag)
+        if "window" not in spec:
+            raise ConfError(f"tag {tag} in {TAGS_FILE} declares no `window:`")
+        return self.window(spec["window"])
+
+    def windowed(self, tag: str) -> list[tuple[str, DayWindow]]:
+        """``(column, window)`` for each window of a tag with ``windows:``."""
+        names = self.tag(tag).get("windows")
+        if not names:
+            raise ConfError(f"tag {tag} in {TAGS_FILE} declares no `windows:` list")
+        return [(f"{tag}_{name}", self.window(name)) for name in names]
+
+    def column(self, tag: str, window: DayWindow) -> str:
+        """The column of ``tag`` over ``window``; the window must be one the tag declares."""
+        for column, declared in self.windowed(tag):
+            if declared == window:
+                return column
+        raise ConfError(f"tag {tag} in {TAGS_FILE} has no column for window {window.name} (add it to its `windows:`)")
+
+    def threshold(self, tag: str, key: str) -> Any:
+        thresholds = self.tag(tag).get("thresholds") or {}
+        if key not in thresholds:
+            raise ConfError(f"tag {tag} in {TAGS_FILE} has no threshold {key!r} (has: {', '.join(thresholds) or 'none'})")
+        return thresholds[key]
+
+    def first_day(self, snapshot_dt: date, *tags: str) -> date:
+        """The earliest business date any window of ``tags`` reaches back to for snapshot ``snapshot_dt``."""
+        windows = [
+            window
+            for tag in tags
+            for window in ([self.window_of(tag)] if "window" in self.tag(tag) else [w for _, w in self.windowed(tag)])
+        ]
+        return min(window.first_day(snapshot_dt) for window in windows)
+
+    # ------------------------------------------------------------- for readers
+
+    def columns(self, tag: str) -> list[str]:
+        """The table columns a tag gives."""
+        spec = self.tag(tag)
+        return [column for column, _ in self.windowed(tag)] if spec.get("windows") else [tag]
+
+    def table_of(self, tag: str) -> str | None:
+        return self.sub_profiles[self.tag(tag)["sub_profile"]].get("table")
+
+    def setting(self, tag: str, key: str) -> Any:
+        """``refresh`` or ``owner``: the tag's own, else its sub-profile's."""
+        return self.tag(tag).get(key) or self.sub_profiles[self.tag(tag)["sub_profile"]].get(key)
