@@ -77,7 +77,7 @@ class Explorer:
         return set((self.settings.get("personal") or {}).get(table) or ())
 
     def mask_rows(self, table: str, rows: list[dict], who: Principal) -> list[dict]:
-        hidden = set() if who.personal else self.personal(table)
+        hidden = set() if who.personal else self.personal(table) | self.personal(SNAPSHOT)  # a tag's column has one name everywhere
         return [{k: (None if k in hidden and v is not None else v) for k, v in row.items()} for row in rows] if hidden else rows
 
     # ------------------------------------------------------------- profiles
