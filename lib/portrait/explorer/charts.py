@@ -56,7 +56,8 @@ def line(points: list[tuple[str, float | None]], title: str, mark_x: float | Non
     )
     ticks = sorted({0, len(points) - 1})
     body += "".join(
-        f'<text x="{x(i):.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="middle">{escape(str(points[i][0]))}</text>' for i in ticks
+        f'<text x="{x(i):.1f}" y="{H - PAD + 14}" font-size="10" text-anchor="{"start" if i == 0 else "end"}">{escape(str(points[i][0]))}</text>'
+        for i in ticks
     )
     body += f'<text x="2" y="{y(high) + 4:.1f}" font-size="10">{_fmt(high)}</text><text x="2" y="{y(low):.1f}" font-size="10">{_fmt(low)}</text>'
     if mark_x is not None:

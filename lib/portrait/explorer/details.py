@@ -119,6 +119,10 @@ class Explorer:
         """The user's tag columns grouped by sub-profile, in dictionary order, with the value shown for each."""
         hidden = set() if who.personal else self.personal(SNAPSHOT)
         groups: dict[str, list] = {}
+        if "name" in row:  # identity: from silver.users, in no sub-profile
+            groups["identity"] = [
+                {"column": "name", "tag": None, "value": MASK if "name" in hidden and row["name"] else short(row["name"])}
+            ]
         for tag, spec in self.dictionary.tags.items():
             for column in self.dictionary.columns(tag):
                 if column in row:
@@ -126,7 +130,7 @@ class Explorer:
                     groups.setdefault(spec["sub_profile"], []).append({"column": column, "tag": tag, "value": short(value)})
         if "product_lines" in row:
             groups.setdefault("product_line", []).append({"column": "product_lines", "tag": None, "value": short(row["product_lines"])})
-        names = self.dictionary.sub_profiles
+        names = {"identity": {"name_zh": "身份"}, **self.dictionary.sub_profiles}
         return [{"sub_profile": s, "name_zh": names.get(s, {}).get("name_zh", s), "tags": tags} for s, tags in groups.items()]
 
     # ---------------------------------------------------------- tag detail
