@@ -331,10 +331,30 @@ def test_consumption_tag_shows_the_orders_of_its_window(lake, base, tokens, some
 
 
 def test_index_is_rebuilt_when_the_snapshot_moves(lake, tmp_path):
+    import sqlite3
+
+    from portrait.explorer.app import _keep_index_fresh
+
     reader = Lake(lake, CONF)
     assert index.is_fresh(reader)
     state = index.stored_state(index.index_path(lake))
     assert state["dt"] == END.isoformat() and int(state["users"]) == len(_snapshot(lake, ["user_id"]))
+    copy = tmp_path / "lake"
+    shutil.copytree(Path(lake) / "gold" / "profile_snapshot", copy / "gold" / "profile_snapshot")
+    moved = Lake(str(copy), CONF)
+    index.build(moved)
+    with sqlite3.connect(index.index_path(str(copy))) as db:  # as if the master stage had published since
+        db.execute("UPDATE meta SET value = '-1' WHERE key = 'version'")
+    assert not index.is_fresh(moved)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_keep_index_fresh, args=(moved, 0.05, stop))
+    watcher.start()
+    deadline = time.monotonic() + 60
+    while not index.is_fresh(moved) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    watcher.join(10)
+    assert index.is_fresh(moved), "the running server's watcher rebuilds a stale index"
 
 
 # ----------------------------------------------------------------- the browser
