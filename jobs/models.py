@@ -311,23 +311,29 @@ def fit_taste(ctx: RunContext, settings: dict, inputs: Inputs) -> DataFrame:
     weights = conf["signals"]
     columns = [f"{s}:{c}" for s in weights for c in categories]
     wide = _wide(columns)
-    bought = inputs.items.where(F.col("dt") >= F.lit(since)).select(
+
+    def summed(units: DataFrame) -> DataFrame:
+        """Per user, a column per (signal, category) of ``units`` (user_id, column, units); 0 where it has none."""
+        return units.groupBy("user_id").agg(
+            *(F.sum(F.when(F.col("column") == c, F.col("units")).otherwise(0.0)).alias(w) for c, w in zip(columns, wide, strict=True))
+        )
+
+    bought = inputs.items.where((F.col("dt") >= F.lit(since)) & F.col("user_id").isNotNull()).select(
         "user_id",
         F.concat(F.lit(f"{taste.ORDER}:"), F.col("category")).alias("column"),
-        (F.col("qty") * float(weights[taste.ORDER])).alias("units"),
+        (F.col("qty").cast("double") * float(weights[taste.ORDER])).alias("units"),
     )
     weight_of = F.create_map(*(F.lit(v) for s, w in weights.items() for v in (s, float(w))))
     browsed = inputs.events.where(F.col("category").isin(*categories)).select(
         "user_id",
         F.concat(F.col("event_type"), F.lit(":"), F.col("category")).alias("column"),
-        (F.col("n") * weight_of[F.col("event_type")]).alias("units"),
+        (F.col("n").cast("double") * weight_of[F.col("event_type")]).alias("units"),
     )
-    units = bought.unionByName(browsed).where(F.col("user_id").isNotNull())
-    matrix = units.groupBy("user_id").agg(
-        *(
-            F.sum(F.when(F.col("column") == c, F.col("units").cast("double")).otherwise(0.0)).alias(w)
-            for c, w in zip(columns, wide, strict=True)
-        )
+    # two sums joined, not one sum over a union: Sail 0.7.2 refuses the union of these two plans
+    # ("Physical input schema should be the same ...": field metadata of the events side)
+    left, right = summed(bought), summed(browsed)
+    matrix = left.join(right.select("user_id", *(F.col(w).alias(f"b_{w}") for w in wide)), "user_id", "full").select(
+        "user_id", *((F.coalesce(F.col(w), F.lit(0.0)) + F.coalesce(F.col(f"b_{w}"), F.lit(0.0))).alias(w) for w in wide)
     )
     matrix = ctx.materialize(matrix, "taste_matrix")
     active = matrix.where(sum((F.col(w) for w in wide), F.lit(0.0)) > 0)

@@ -159,6 +159,12 @@ def train(rows: pd.DataFrame, features: list[str], horizon_days: int, settings: 
     rows = training_sample(rows, settings["max_training_rows"], random_state)
     if rows[LABEL].nunique() < 2:
         raise ValueError("the training rows hold only one class; churn cannot be learnt from them")
+    # a feature no training row has (an order export has no app events: every behaviour column null) teaches
+    # nothing, and sklearn's binning fails on a column without one value ("window shape cannot be larger ...")
+    known = add_calendar(rows)[list(features)].notna().any()
+    features = [c for c in features if known[c]]
+    if not features:
+        raise ValueError("every churn feature is missing in the training rows")
     classifier = HistGradientBoostingClassifier(random_state=random_state, **settings["classifier"])
     estimator = CalibratedClassifierCV(classifier, method=settings["calibration"], cv=calibration_folds(rows, settings, random_state))
     with threadpool_limits(settings["threads"]):
