@@ -104,6 +104,11 @@ class RunContext:
     # so a history landed at once (an export) still has its past (issue 14).
     known_on: date | None = None
 
+    def __post_init__(self):
+        from portrait.core.validate import validate_once
+
+        validate_once(self.conf)  # a run checks every conf file before it touches a table
+
     @property
     def catalog(self) -> Catalog:
         return Catalog(self.lake, self.conf, tables_read=self.tables_read)
