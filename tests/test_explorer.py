@@ -53,8 +53,9 @@ def lake(tmp_path_factory) -> str:
     if built:
         shutil.copytree(built, root, ignore=shutil.ignore_patterns("_explorer"))
         return root
-    _portrait("generate", "--users", "200", "--days", "40", "--end", END.isoformat(), "--lake", root, "--seed", "11")
-    _portrait("run", "--date", "2026-08-22", "--until", "2026-09-27", "--to", "clean", "--lake", root)
+    # 16 days: a 30-day window still has orders, and three pipeline dates give history and moves
+    _portrait("generate", "--users", "200", "--days", "16", "--end", END.isoformat(), "--lake", root, "--seed", "11")
+    _portrait("run", "--date", "2026-09-15", "--until", "2026-09-27", "--to", "clean", "--lake", root)
     _portrait("run", "--date", "2026-09-28", "--until", END.isoformat(), "--lake", root)
     return root
 
