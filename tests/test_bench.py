@@ -88,6 +88,7 @@ def snapshot_of(lake: Path, table: str, dt: str) -> pd.DataFrame:
     return rows.sort_values("user_id").reset_index(drop=True)
 
 
+@pytest.mark.jvm
 def test_the_same_daily_run_on_jvm_spark_writes_the_same_rows(small_bench):
     """`--engine spark`: the same job code on JVM local[2] (the side-by-side peer), same lake, same results."""
     tmp_path, _, _, sail = small_bench  # a rerun of the date, as this run is
