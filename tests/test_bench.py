@@ -1,4 +1,4 @@
-"""The benchmark command at a small size, so it cannot rot (the large figures live in the README)."""
+"""The benchmark command at a small size, so it cannot rot (the large figures live in docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+
+pytestmark = pytest.mark.slow  # two small benches (300 users x 4 days) take about two minutes
 
 
 def bench(lake: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
