@@ -131,6 +131,11 @@ class RunContext:
     tables_read: dict | None = None  # given a dict (as the bench does), the job's reads are noted and counted
     stage: str = "adhoc"  # set by run_stage
 
+    def __post_init__(self):
+        from portrait.core.validate import validate_once
+
+        validate_once(self.conf)  # a run checks every conf file before it touches a table
+
     @property
     def catalog(self) -> Catalog:
         return Catalog(self.lake, self.conf, tables_read=self.tables_read)

@@ -7,12 +7,3 @@ user and product line for ``product_line``) with the columns declared in
 conf/tables/profile.yaml. No I/O, no Python UDFs: one conditional aggregation
 per input, so the whole user base is one pass.
 """
-
-from portrait.subprofiles.behavior import behavior
-from portrait.subprofiles.consumption import consumption
-from portrait.subprofiles.interest import interest
-from portrait.subprofiles.product_line import product_line
-from portrait.subprofiles.social import social
-from portrait.tags.dictionary import TagDictionary
-
-__all__ = ["TagDictionary", "behavior", "consumption", "interest", "product_line", "social"]
