@@ -1,4 +1,4 @@
-# The two commands of the README's quick start, and what they stand on.
+# The commands of the README (demo, test, test-fast), and what they stand on.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin

@@ -9,7 +9,7 @@ calendar date of the logical date (so a logical date typed as Shanghai
 midnight means the same day); a manual run without a logical date processes
 the business day before it was triggered.
 
-Tasks. One task group per stage of ``lib.pipeline.STAGES`` (the registry the
+Tasks. One task group per stage of ``portrait.core.pipeline.STAGES`` (the registry the
 CLI runs), each with three tasks, wired by the stages' ``after`` edges::
 
     <stage>.build  -> <stage>.gate -> <stage>.publish -> <next stage>.build ...
@@ -22,7 +22,7 @@ CLI runs), each with three tasks, wired by the stages' ``after`` edges::
 * publish - writes the audited staged copy to the published Delta tables
             (refuses a copy that was not audited, failed, or changed since).
 
-Same code path as ``portrait run``: ``lib.pipeline.run_stage`` is build, gate
+Same code path as ``portrait run``: ``portrait.core.pipeline.run_stage`` is build, gate
 and publish in one process; the tasks call the same three functions.
 
 Retries: engine and I/O errors are retried with exponential back-off; a failed

@@ -59,9 +59,16 @@ def run(ctx: RunContext) -> list[Output]:
             raw, contract["sources"][source], dt, tz, settings["future_tolerance_minutes"], contract.get("earliest_timestamp")
         )
 
-    def earlier_keys(table: str, key: str) -> DataFrame:
+    def key(source: str) -> str:
+        return contract["sources"][source]["key"]
+
+    def earlier_keys(source: str, table: str) -> DataFrame | None:
+        """Keys that landed on the lookback days before, for a source deduplicated across days (conf: dedupe_across_days)."""
+        if not contract["sources"][source].get("dedupe_across_days", False):
+            return None
         since = dt - timedelta(days=settings["dedup_lookback_days"])
-        return catalog.read(spark, table).where((F.col("landing_dt") < F.lit(dt)) & (F.col("landing_dt") >= F.lit(since))).select(key)
+        landed = (F.col("landing_dt") < F.lit(dt)) & (F.col("landing_dt") >= F.lit(since))
+        return catalog.read(spark, table).where(landed).select(key(source))
 
     outputs: list[Output] = []
     quarantined: list[DataFrame] = []
@@ -82,7 +89,9 @@ def run(ctx: RunContext) -> list[Output]:
     # users: test accounts are found here and remembered through quarantine
     raw, users = checked("users")
     users = mark_test_accounts_in_users(users, settings["test_account_channels"], settings["test_account_name_prefixes"])
-    users_accepted = settle("users", raw, classify(users, "user_id", keep="last"), "user_id")
+    users_accepted = settle(
+        "users", raw, classify(users, key("users"), earlier_keys("users", "silver.users_history"), keep="last"), key("users")
+    )
     history = shape_users(users_accepted, dt, tz)
     outputs += [Output("silver.users_history", history, "partition", dt), Output("silver.users", latest_users(history, tz), "upsert")]
 
@@ -94,12 +103,17 @@ def run(ctx: RunContext) -> list[Output]:
 
     raw, addresses = checked("addresses")
     addresses = mark_test_account_activity(addresses, test_user_ids)
-    accepted = settle("addresses", raw, classify(addresses, "address_id", keep="last"), "address_id")
+    accepted = settle(
+        "addresses",
+        raw,
+        classify(addresses, key("addresses"), earlier_keys("addresses", "silver.addresses"), keep="last"),
+        key("addresses"),
+    )
     outputs.append(Output("silver.addresses", shape_addresses(accepted, dt, tz, settings["coordinate_decimals"]), "upsert"))
 
     raw, orders = checked("orders")
     orders = mark_test_account_activity(orders, test_user_ids)
-    accepted = settle("orders", raw, classify(orders, "order_id", earlier_keys("silver.orders", "order_id")), "order_id")
+    accepted = settle("orders", raw, classify(orders, key("orders"), earlier_keys("orders", "silver.orders")), key("orders"))
     outputs += [
         Output("silver.orders", shape_orders(accepted, dt, tz), "partition", dt),
         Output("silver.order_items", shape_order_items(accepted, dt, tz), "partition", dt),
@@ -107,7 +121,7 @@ def run(ctx: RunContext) -> list[Output]:
 
     raw, events = checked("events")
     events = mark_bot_devices(mark_test_account_activity(events, test_user_ids), settings["bot_events_per_device_per_day"])
-    accepted = settle("events", raw, classify(events, "event_id", earlier_keys("silver.events", "event_id")), "event_id")
+    accepted = settle("events", raw, classify(events, key("events"), earlier_keys("events", "silver.events")), key("events"))
     shaped = shape_events(accepted, dt, tz)
     logins_today = device_logins(shaped, dt)
     lookback_since = dt - timedelta(days=settings["stitch_lookback_hours"] // 24 + 1)

@@ -443,22 +443,11 @@ def training_snapshots(ctx: RunContext, settings: dict, first_order_day: date | 
     return [s for s in snapshots if earliest is not None and s >= earliest]
 
 
-def latest_churn_version(ctx: RunContext) -> str | None:
-    """The newest churn version trained on or before D (a rerun of an old date never uses a later model)."""
-    row = (
-        ctx.catalog.read(ctx.spark, registry.REGISTRY)
-        .where((F.col("model") == "churn") & (F.col("version") <= registry.version_for(ctx.dt)))
-        .orderBy(F.col("version").desc())
-        .select("version")
-        .first()
-    )
-    return None if row is None else row["version"]
-
-
 def churn_model(ctx: RunContext, settings: dict, purchases: DataFrame) -> tuple[churn.ChurnModel | None, str | None, str | None]:
     """(model, version, note): the current model, retrained first when due; note says why there is none or why it is old."""
     conf = settings["churn"]
-    current = latest_churn_version(ctx)
+    newest = registry.latest(ctx.spark, ctx.catalog, "churn", on_or_before=ctx.dt)
+    current = None if newest is None else newest.version
     if current is not None and (ctx.dt - datetime.strptime(current, "%Y%m%d").date()).days < conf["retrain_every_days"]:
         return registry.load_fitted(ctx.lake, "churn", current), current, None
     first_order_day = purchases.agg(F.min("dt").alias("first")).first()["first"]

@@ -3,7 +3,7 @@
 Reads the master profile snapshot of D (and of D-1 for the day-over-day
 moves), the orders and addresses known on D for the office tag, and the
 churn threshold the models stage chose for D; everything else is the pure
-transforms of lib/audiences.py over the rules of conf/segments.yaml. A rule
+transforms of lib/portrait/segments/audiences.py over the rules of conf/segments.yaml. A rule
 that names an unknown tag or threshold stops the stage before anything runs.
 """
 

@@ -1,13 +1,9 @@
 """Sub-profile stages: the silver tables as known on D -> one snapshot partition per profile table.
 
-"As known on D" means no look-ahead, so that a snapshot rerun later gives the
-same rows: fact rows with business date ``dt <= D`` that had landed by D
-(``landing_dt <= D``); each user's latest record landed by D (from
-``silver.users_history``, not the latest-state ``silver.users``); address
-records updated by the end of D; and events with anonymous ones attributed only
-by logins known on D (:func:`read_attributed_events`). Each stage reads no
-further back than the longest window its tags declare, and replaces exactly
-the ``dt = D`` partition of its table (seed: 子画像作为中间结果并不会被删除).
+Each stage reads silver as known at the end of D (``portrait.clean.as_of.SilverAsOf``:
+no look-ahead, so a snapshot rerun later gives the same rows), no further back
+than the longest window its tags declare, and replaces exactly the ``dt = D``
+partition of its table (seed: 子画像作为中间结果并不会被删除).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The benchmark command at a small size, so it cannot rot (the large figures live in the README)."""
+"""The benchmark command at a small size, so it cannot rot (the large figures live in docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+
+pytestmark = pytest.mark.slow  # two small benches (300 users x 4 days) take about two minutes
 
 
 def bench(lake: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -88,6 +90,7 @@ def snapshot_of(lake: Path, table: str, dt: str) -> pd.DataFrame:
     return rows.sort_values("user_id").reset_index(drop=True)
 
 
+@pytest.mark.jvm
 def test_the_same_daily_run_on_jvm_spark_writes_the_same_rows(small_bench):
     """`--engine spark`: the same job code on JVM local[2] (the side-by-side peer), same lake, same results."""
     tmp_path, _, _, sail = small_bench  # a rerun of the date, as this run is

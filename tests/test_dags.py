@@ -26,6 +26,8 @@ from portrait.core.config import Conf
 from portrait.core.pipeline import STAGES
 from portrait.core.tables import Catalog
 
+pytestmark = pytest.mark.airflow  # real Airflow: dags test, the CLI, parsing
+
 REPO = Path(__file__).resolve().parents[1]
 DAGS = REPO / "dags"
 DAG_FILE = DAGS / "portrait_daily.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import numpy as np
@@ -175,7 +176,12 @@ def test_trained_model_round_trips_through_the_registry_artefact(tmp_path, train
     registry.save(str(tmp_path), "churn", "20260807", model.params(), fitted=model)
     again = registry.load_fitted(str(tmp_path), "churn", "20260807")
     np.testing.assert_array_equal(churn.score(again, evaluation), churn.score(model, evaluation))
-    assert registry.load_params(str(tmp_path), "churn", "20260807")["features"] == FEATURES
+    assert (
+        json.loads((registry.artifact_dir(str(tmp_path), "churn", "20260807") / registry.PARAMS_FILE).read_text(encoding="utf-8"))[
+            "features"
+        ]
+        == FEATURES
+    )
 
 
 def seasonal_shop(users: int, days: int, rng: np.random.Generator) -> pd.DataFrame:

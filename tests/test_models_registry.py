@@ -46,6 +46,10 @@ def test_register_upserts_versions_and_finds_the_latest(spark, lake):
     assert latest.version == "20260901" and latest.metrics == {"auc": 0.86, "brier": None}  # NaN stored as JSON null
     assert latest.params["features"] == ["orders_10d"] and latest.train_end == date(2026, 9, 1)
     assert registry.latest(spark, catalog, "gender") is None
+    # a rerun of an older date never uses a later model
+    assert registry.latest(spark, catalog, "churn", on_or_before=date(2026, 8, 31)).version == "20260801"
+    assert registry.latest(spark, catalog, "churn", on_or_before=date(2026, 9, 1)).version == "20260901"
+    assert registry.latest(spark, catalog, "churn", on_or_before=date(2026, 7, 31)) is None
 
 
 def test_metrics_are_recorded_per_snapshot_and_replaced_on_rerun(spark, lake):
@@ -68,7 +72,7 @@ def test_artefacts_round_trip(lake):
     params = BGNBDParams(0.5, 10.0, 0.8, 3.0)
     folder = registry.save(lake, "bgnbd", "20260930", {"fitted": params.to_dict(), "log_likelihood": -12.5})
     assert folder == registry.artifact_dir(lake, "bgnbd", "20260930")
-    assert BGNBDParams.from_dict(registry.load_params(lake, "bgnbd", "20260930")["fitted"]) == params
+    assert BGNBDParams.from_dict(json.loads((folder / registry.PARAMS_FILE).read_text(encoding="utf-8"))["fitted"]) == params
     registry.save(lake, "churn", "20260930", {"note": "pickled"}, fitted={"any": "object", "nan": math.inf})
     assert registry.load_fitted(lake, "churn", "20260930") == {"any": "object", "nan": math.inf}
     assert registry.version_for(date(2026, 9, 30)) == "20260930"

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from datetime import date
 
+import pytest
 from deltalake import DeltaTable
 
 from portrait.core.tables import Catalog
@@ -33,6 +34,8 @@ TOY = {
         "columns": {"user_id": "string", "score": "double", "updated_on": "date"},
     },
 }
+
+pytestmark = pytest.mark.jvm  # JVM Spark in a child process
 
 JVM_WRITES = """
 from portrait.core import engine

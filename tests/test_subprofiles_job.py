@@ -16,6 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fact_rows import D, ago, local_ts
+from portrait.clean.as_of import SilverAsOf
 from portrait.core.config import Conf
 from portrait.core.pipeline import RunContext, run_stage
 from portrait.core.tables import Catalog
@@ -221,6 +222,20 @@ def test_snapshot_of_d_uses_only_what_was_known_on_d(spark, lake_runs):
     }
     assert len(lines) == 3 * 3
     assert (lines[("u2", "video")]["line_usage_30d"], lines[("u2", "content")]["line_usage_30d"]) == (2, 1)
+
+
+def test_orders_that_count_are_declared_once_in_conf(spark, lake_runs):
+    """SilverAsOf, which every sub-profile, model and segment reads orders through, follows the conf."""
+    catalog = lake_runs[0]
+    conf = Conf()
+    ctx = RunContext(spark, catalog.lake, D, conf)
+    assert conf.pipeline["orders_that_count"]["exclude_statuses"] == ["cancelled"]
+    assert {r.order_id for r in SilverAsOf(ctx).orders().collect()} == {"o1", "o3", "o4", "o7"}
+    assert {r.order_id for r in SilverAsOf(ctx).order_items().collect()} == {"o1", "o3", "o7"}
+    conf.pipeline["orders_that_count"]["exclude_statuses"] = ["cancelled", "paid"]  # this Conf only
+    assert {r.order_id for r in SilverAsOf(ctx).orders().collect()} == {"o1", "o3", "o7"}
+    conf.pipeline["orders_that_count"]["exclude_statuses"] = ["delivered"]
+    assert {r.order_id for r in SilverAsOf(ctx).order_items().collect()} == {"o2"}
 
 
 def test_later_data_changes_nothing_in_d_and_reruns_replace_only_d(lake_runs):

@@ -27,6 +27,7 @@ class SilverAsOf:
         self.known_on = getattr(ctx, "known_on", None) or ctx.dt  # landing cut-off: RunContext.known_on
         self.time_zone = ctx.conf.pipeline["time_zone"]
         self.stitch_lookback_hours = ctx.conf.pipeline["clean"]["stitch_lookback_hours"]
+        self.excluded_statuses = list(ctx.conf.pipeline["orders_that_count"]["exclude_statuses"])
 
     def _facts(self, table: str, since: date | None) -> DataFrame:
         known = self.catalog.read(self.spark, table).where((F.col("dt") <= F.lit(self.dt)) & (F.col("landing_dt") <= F.lit(self.known_on)))
@@ -40,13 +41,13 @@ class SilverAsOf:
         return latest.withColumn("registered_dt", business_date("registered_at", self.time_zone))
 
     def orders(self, since: date | None = None) -> DataFrame:
-        """Orders that count (not cancelled)."""
-        return self._facts("silver.orders", since).where(F.col("status") != "cancelled")
+        """Orders that count: status not in conf/pipeline.yaml ``orders_that_count.exclude_statuses``."""
+        return self._facts("silver.orders", since).where(~F.col("status").isin(self.excluded_statuses))
 
     def order_items(self, since: date | None = None) -> DataFrame:
         """Line items of orders that count."""
-        cancelled = self._facts("silver.orders", since).where(F.col("status") == "cancelled").select("order_id")
-        return self._facts("silver.order_items", since).join(cancelled, "order_id", "left_anti")
+        excluded = self._facts("silver.orders", since).where(F.col("status").isin(self.excluded_statuses)).select("order_id")
+        return self._facts("silver.order_items", since).join(excluded, "order_id", "left_anti")
 
     def events(self, since: date | None = None) -> DataFrame:
         return read_attributed_events(self.spark, self.catalog, self.stitch_lookback_hours, until=self.dt, since=since)

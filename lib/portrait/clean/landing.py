@@ -26,12 +26,6 @@ def landing_files(lake: str | Path, source: str, dt: date | str) -> list[Path]:
     return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
 
-def landing_dates(lake: str | Path, source: str = "events") -> list[date]:
-    """The landing dates present for a source, oldest first."""
-    root = Path(lake) / "landing" / source
-    return sorted(date.fromisoformat(p.name[3:]) for p in root.glob("dt=*") if p.is_dir())
-
-
 def read_raw_lines(spark, lake: str | Path, source: str, dt: date | str) -> DataFrame:
     """All non-blank lines of one source and landing date, with file and line number.
 

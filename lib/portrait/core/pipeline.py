@@ -36,51 +36,82 @@ class Stage:
     after: tuple[str, ...] = ()  # stages whose published output this one reads
 
 
+def in_dependency_order(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+    """``stages`` unchanged if each comes after every stage in its ``after``; else ValueError naming the stage.
+
+    STAGES goes through this at import, so a stage listed before one it reads
+    from, naming a stage that does not exist, or listed twice fails at once.
+    """
+    seen: list[str] = []
+    names = [stage.name for stage in stages]
+    for stage in stages:
+        if stage.name in seen:
+            raise ValueError(f"stage {stage.name!r} is listed twice in STAGES")
+        for needed in stage.after:
+            if needed not in names:
+                raise ValueError(f"stage {stage.name!r} runs after {needed!r}, which is not a stage; stages are {', '.join(names)}")
+            if needed not in seen:
+                raise ValueError(
+                    f"stage {stage.name!r} is listed before {needed!r}, which it runs after: move it below {needed!r} in STAGES"
+                )
+        seen.append(stage.name)
+    return stages
+
+
 #: The daily pipeline, in dependency order (a stage comes after everything in
-#: its ``after``). Plain data, no imports of jobs: the DAG file reads it at parse time.
-STAGES: tuple[Stage, ...] = (
-    Stage("clean", "jobs.clean:run", "landing zone -> silver tables + quarantine"),
-    Stage(
-        "consumption",
-        "jobs.subprofiles:run_consumption",
-        "silver -> profile.consumption (lifecycle, spend windows, VIP, RFM)",
-        after=("clean",),
-    ),
-    Stage(
-        "behavior", "jobs.subprofiles:run_behavior", "silver -> profile.behavior (activity, app opens, reviews, hours)", after=("clean",)
-    ),
-    Stage("interest", "jobs.subprofiles:run_interest", "silver -> profile.interest (decayed category weights, top-N)", after=("clean",)),
-    Stage("social", "jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)),
-    Stage(
-        "product_line",
-        "jobs.subprofiles:run_product_line",
-        "silver -> profile.product_line (usage, intensity, status per line)",
-        after=("clean",),
-    ),
-    Stage(
-        "models",
-        "jobs.models:run",
-        "silver + sub-profiles -> profile.model_tags (churn, P(alive), gender, occupation, taste, sensitivity)",
-        after=("consumption", "behavior", "interest", "social"),
-    ),
-    Stage(
-        "master",
-        "jobs.master:run",
-        "sub-profiles + model tags -> gold.profile_snapshot (per date) and gold.profile (upsert)",
-        after=("consumption", "behavior", "interest", "social", "product_line", "models"),
-    ),
-    Stage(
-        "monitor",
-        "jobs.monitor:run",
-        "gold.profile_snapshot -> ops.tag_monitoring (coverage, distribution, day-over-day change per tag)",
-        after=("master",),
-    ),
-    Stage(
-        "segments",
-        "jobs.segments:run",
-        "gold.profile_snapshot -> segment members, bitmaps, group analysis (conf/segments.yaml)",
-        after=("master",),
-    ),
+#: its ``after``; checked at import). Plain data, no imports of jobs: the DAG file reads it at parse time.
+STAGES: tuple[Stage, ...] = in_dependency_order(
+    (
+        Stage("clean", "jobs.clean:run", "landing zone -> silver tables + quarantine"),
+        Stage(
+            "consumption",
+            "jobs.subprofiles:run_consumption",
+            "silver -> profile.consumption (lifecycle, spend windows, VIP, RFM)",
+            after=("clean",),
+        ),
+        Stage(
+            "behavior",
+            "jobs.subprofiles:run_behavior",
+            "silver -> profile.behavior (activity, app opens, reviews, hours)",
+            after=("clean",),
+        ),
+        Stage(
+            "interest", "jobs.subprofiles:run_interest", "silver -> profile.interest (decayed category weights, top-N)", after=("clean",)
+        ),
+        Stage(
+            "social", "jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)
+        ),
+        Stage(
+            "product_line",
+            "jobs.subprofiles:run_product_line",
+            "silver -> profile.product_line (usage, intensity, status per line)",
+            after=("clean",),
+        ),
+        Stage(
+            "models",
+            "jobs.models:run",
+            "silver + sub-profiles -> profile.model_tags (churn, P(alive), gender, occupation, taste, sensitivity)",
+            after=("consumption", "behavior", "interest", "social"),
+        ),
+        Stage(
+            "master",
+            "jobs.master:run",
+            "sub-profiles + model tags -> gold.profile_snapshot (per date) and gold.profile (upsert)",
+            after=("consumption", "behavior", "interest", "social", "product_line", "models"),
+        ),
+        Stage(
+            "monitor",
+            "jobs.monitor:run",
+            "gold.profile_snapshot -> ops.tag_monitoring (coverage, distribution, day-over-day change per tag)",
+            after=("master",),
+        ),
+        Stage(
+            "segments",
+            "jobs.segments:run",
+            "gold.profile_snapshot -> segment members, bitmaps, group analysis (conf/segments.yaml)",
+            after=("master",),
+        ),
+    )
 )
 
 
@@ -265,14 +296,20 @@ def load_manifest(ctx: RunContext, stage: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@_locked
-def build_staged(ctx: RunContext, stage_name: str) -> dict:
-    """Write: run the stage's job for ``ctx.dt`` and write its outputs to the staging copy only."""
+def _fresh_job(ctx: RunContext, stage_name: str):
+    """(stage, its job function), with ``ctx`` set to the stage and any earlier staged copy of ``ctx.dt`` removed."""
     stage = stage_named(stage_name)
     module_name, function_name = stage.entry_point.split(":")
     job = getattr(importlib.import_module(module_name), function_name)
     ctx.stage = stage.name
     shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+    return stage, job
+
+
+@_locked
+def build_staged(ctx: RunContext, stage_name: str) -> dict:
+    """Write: run the stage's job for ``ctx.dt`` and write its outputs to the staging copy only."""
+    stage, job = _fresh_job(ctx, stage_name)
     started = time.perf_counter()
     manifest = write_staged(ctx, stage.name, job(ctx))
     log.info("stage %s for %s staged %s in %.1fs", stage.name, ctx.dt, manifest["staged_versions"], time.perf_counter() - started)
@@ -393,11 +430,7 @@ def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
 @_locked
 def run_stage(ctx: RunContext, stage_name: str) -> StageResult:
     """Run one stage for ``ctx.dt``: job, gate, publish."""
-    stage = stage_named(stage_name)
-    module_name, function_name = stage.entry_point.split(":")
-    job = getattr(importlib.import_module(module_name), function_name)
-    ctx.stage = stage.name
-    shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+    stage, job = _fresh_job(ctx, stage_name)
     started = time.perf_counter()
     from portrait import gates
 

@@ -43,9 +43,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
-from portrait.core.config import default_conf_dir
+from portrait.core.config import Conf
 
 BLOCK_USERS = 1000  # RNG streams and ids are keyed by blocks of this many users
 SALAD = "salad"  # the seed line: ordered, delivered, reviewed; every other line is media
@@ -301,11 +300,12 @@ class _Contract:
 
     @classmethod
     def load(cls, conf_dir: str | Path | None) -> _Contract:
-        folder = Path(conf_dir) if conf_dir else default_conf_dir()
-        with (folder / "landing.yaml").open(encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-        if data.get("time_zone") != TIME_ZONE:
-            raise ValueError(f"the generator writes {TIME_ZONE} (+08:00) timestamps, the contract says {data.get('time_zone')}")
+        conf = Conf(conf_dir)
+        data = conf.landing
+        if conf.pipeline["time_zone"] != TIME_ZONE:
+            raise ValueError(
+                f"the generator writes {TIME_ZONE} (+08:00) days, conf/pipeline.yaml time_zone says {conf.pipeline['time_zone']}"
+            )
         contract = cls(data["sources"], data["categories"])
         needed = {
             ("events", "event_type"): {

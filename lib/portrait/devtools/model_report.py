@@ -1,6 +1,6 @@
 """``portrait evaluate``: the model tags of one snapshot against the generator's ground truth.
 
-Only a generated lake has a truth (lib/generate.py ``read_truth``); there the
+Only a generated lake has a truth (lib/portrait/devtools/generate.py ``read_truth``); there the
 evaluation says whether each tag means what it claims:
 
 * churn: the tag is P(no order in the next ``churn.horizon_days`` days); a

@@ -16,25 +16,9 @@ calls them. Settings and label thresholds live in conf/models.yaml.
 
 from __future__ import annotations
 
-from datetime import date
-
-import pandas as pd
-
 from portrait.core.config import Conf
 
 
 def load_settings(conf: Conf) -> dict:
     """conf/models.yaml."""
     return conf.load("models")
-
-
-def purchases(orders: pd.DataFrame, model_settings: dict) -> pd.DataFrame:
-    """The orders that count as purchases (conf: purchases.exclude_statuses)."""
-    return orders[~orders["status"].isin(model_settings["purchases"]["exclude_statuses"])]
-
-
-def in_window(frame: pd.DataFrame, snapshot: date, days: int, date_col: str = "dt") -> pd.DataFrame:
-    """Rows whose business date lies in the ``days`` days ending with ``snapshot`` (both ends included)."""
-    day = pd.to_datetime(frame[date_col])
-    end = pd.Timestamp(snapshot)
-    return frame[(day > end - pd.Timedelta(days=days)) & (day <= end)]

@@ -74,10 +74,6 @@ def save(lake: str, model: str, version: str, params: dict, fitted: object | Non
     return folder
 
 
-def load_params(lake: str, model: str, version: str) -> dict:
-    return json.loads((artifact_dir(lake, model, version) / PARAMS_FILE).read_text(encoding="utf-8"))
-
-
 def load_fitted(lake: str, model: str, version: str) -> object:
     """The pickled model of a version (only artefacts this lake wrote: unpickling runs code)."""
     with (artifact_dir(lake, model, version) / MODEL_FILE).open("rb") as handle:
@@ -108,11 +104,17 @@ def record_metrics(spark, catalog: Catalog, model: str, version: str, dt: date, 
     return catalog.write(spark, spark.createDataFrame(rows, catalog.spec(METRICS).ddl), METRICS, "upsert")
 
 
-def latest(spark, catalog: Catalog, model: str) -> ModelVersion | None:
-    """The most recently trained version of ``model``, or None if it was never trained."""
-    row = (
-        catalog.read(spark, REGISTRY).where(F.col("model") == model).orderBy(F.col("train_end").desc(), F.col("trained_at").desc()).first()
-    )
+def latest(spark, catalog: Catalog, model: str, on_or_before: date | None = None) -> ModelVersion | None:
+    """The newest version of ``model``, or None if it was never trained.
+
+    Versions are named by the run date that trained them (:func:`version_for`).
+    With ``on_or_before``, only versions trained on or before that date count:
+    a rerun of an old date never uses a later model.
+    """
+    rows = catalog.read(spark, REGISTRY).where(F.col("model") == model)
+    if on_or_before is not None:
+        rows = rows.where(F.col("version") <= version_for(on_or_before))
+    row = rows.orderBy(F.col("version").desc(), F.col("trained_at").desc()).first()
     if row is None:
         return None
     values = row.asDict()

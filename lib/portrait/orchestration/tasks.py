@@ -80,7 +80,7 @@ def resolve_remote() -> str | None:
         return SparkConnectHook(REMOTE_CONNECTION).get_connection_url()
     except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException when not defined
         log.debug("connection %s not used: %s", REMOTE_CONNECTION, exc)
-    return None  # lib.engine then reads PORTRAIT_REMOTE / PORTRAIT_ENGINE, else embedded Sail
+    return None  # portrait.core.engine then reads PORTRAIT_REMOTE / PORTRAIT_ENGINE, else embedded Sail
 
 
 def _deterministic_errors() -> tuple[type[BaseException], ...]:
