@@ -14,22 +14,24 @@ from pathlib import Path
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from portrait.core import storage
+
 RAW_SCHEMA = "source_file string, line_no bigint, raw_line string"
 
 
-def landing_dir(lake: str | Path, source: str, dt: date | str) -> Path:
-    return Path(lake) / "landing" / source / f"dt={dt}"
+def landing_dir(lake: str | Path, source: str, dt: date | str) -> str:
+    return storage.join(str(lake), "landing", source, f"dt={dt}")
 
 
-def landing_files(lake: str | Path, source: str, dt: date | str) -> list[Path]:
+def landing_files(lake: str | Path, source: str, dt: date | str) -> list[str]:
     folder = landing_dir(lake, source, dt)
-    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    return [storage.join(folder, name) for name in storage.list_dir(folder) if name.endswith(".jsonl")]
 
 
 def landing_dates(lake: str | Path, source: str = "events") -> list[date]:
     """The landing dates present for a source, oldest first."""
-    root = Path(lake) / "landing" / source
-    return sorted(date.fromisoformat(p.name[3:]) for p in root.glob("dt=*") if p.is_dir())
+    names = storage.list_dir(storage.join(str(lake), "landing", source))
+    return sorted(date.fromisoformat(name[3:]) for name in names if name.startswith("dt="))
 
 
 def read_raw_lines(spark, lake: str | Path, source: str, dt: date | str) -> DataFrame:
@@ -44,7 +46,7 @@ def read_raw_lines(spark, lake: str | Path, source: str, dt: date | str) -> Data
     return reduce(DataFrame.unionByName, numbered).where(F.trim("raw_line") != "")
 
 
-def _numbered_lines(spark, path: Path) -> DataFrame:
+def _numbered_lines(spark, path: str) -> DataFrame:
     # Line numbers run over the whole file, so the window has no partition on
     # purpose; pyspark's warning about that is noise here.
     warnings.filterwarnings("ignore", message=".*No Partition Defined for Window", category=UserWarning)
