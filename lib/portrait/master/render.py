@@ -182,7 +182,7 @@ def export_profiles(
             lines += 1
             if progress and (lines % 1000 == 0 or lines == total):
                 progress(lines, total)
-    return path, lines, dt
+    return (path if storage.is_remote(path) else Path(path)), lines, dt
 
 
 def render_lines(batches):

@@ -81,4 +81,4 @@ def plot_report(bins: pd.DataFrame, curve: pd.DataFrame | None, path: str | Path
     figure.savefig(buffer, format="png", dpi=100)
     storage.write_bytes(path, buffer.getvalue())
     plt.close(figure)
-    return path
+    return path if storage.is_remote(path) else Path(path)
