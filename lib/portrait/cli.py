@@ -121,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.debug:
         os.environ.setdefault("RUST_LOG", "info")
     try:
+        from portrait.core import storage
+
+        storage.check_lake(getattr(args, "lake", None) or "")  # an object-store lake: one clear line if unreachable
         return COMMANDS[args.command](args)
+    except storage.LakeError as exc:
+        print(f"portrait {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -250,17 +256,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from pathlib import Path
-
     from rich.console import Console
 
+    from portrait.core import storage
     from portrait.devtools.bench import bench, render
 
     lake = args.lake if args.lake != default_lake() else f"bench-lake/u{args.users}-d{args.days}-s{args.seed}"
     report = bench(lake, args.users, args.days, args.end, args.seed, args.engine, _conf(args), console=Console(stderr=True))
     print(render(report))
-    out = Path(args.json_path or Path(lake) / "bench.json")
-    out.write_text(json.dumps(report, indent=2))
+    out = args.json_path or storage.join(lake, "bench.json")
+    storage.write_text(out, json.dumps(report, indent=2))
     print(f"figures written to {out}")
     return 0
 

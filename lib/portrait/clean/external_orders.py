@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from portrait.clean.landing import landing_dir
+from portrait.core import storage
 from portrait.core.config import Conf, ConfError
 from portrait.core.tables import Catalog
 
@@ -46,7 +47,7 @@ class Landed:
     orders: int
     already_landed: int
     new_users: int
-    orders_file: Path
+    orders_file: str
 
     def __str__(self) -> str:
         return (
@@ -144,7 +145,9 @@ def _known(catalog: Catalog, table: str, column: str, date_column: str, before: 
         return set()
     from deltalake import DeltaTable
 
-    rows = DeltaTable(catalog.spec(table).path).to_pyarrow_table(columns=[column, date_column])
+    rows = DeltaTable(catalog.spec(table).path, storage_options=storage.delta_options(catalog.spec(table).path)).to_pyarrow_table(
+        columns=[column, date_column]
+    )
     return set(rows.filter(pc.less(rows[date_column], before))[column].to_pylist())
 
 
@@ -175,11 +178,8 @@ def _instant(ts) -> pd.Timestamp:
     return stamp.tz_convert("UTC") if stamp.tzinfo is not None else pd.NaT
 
 
-def _write_lines(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+def _write_lines(path: str, records: list[dict]) -> None:
+    storage.write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def land_export(path: str | Path, lake: str, run_date: date, conf: Conf | None = None) -> Landed:
@@ -192,12 +192,12 @@ def land_export(path: str | Path, lake: str, run_date: date, conf: Conf | None =
     earlier = _known(catalog, "silver.orders", "order_id", "landing_dt", run_date)
     fresh = orders[~orders["order_id"].isin(earlier)]
     records = [{**{k: v for k, v in row.items() if _text(v) is not None}, "items": []} for row in fresh.to_dict("records")]
-    orders_file = landing_dir(lake, "orders", run_date) / ORDERS_FILE
+    orders_file = storage.join(landing_dir(lake, "orders", run_date), ORDERS_FILE)
     _write_lines(orders_file, records)
     users = new_user_records(fresh, _known(catalog, "silver.users_history", "user_id", "dt", run_date), run_date, settings)
-    users_file = landing_dir(lake, "users", run_date) / USERS_FILE
+    users_file = storage.join(landing_dir(lake, "users", run_date), USERS_FILE)
     if users:
         _write_lines(users_file, users)
     else:
-        users_file.unlink(missing_ok=True)
+        storage.remove(users_file)
     return Landed(len(export), len(records), len(orders) - len(fresh), len(users), orders_file)

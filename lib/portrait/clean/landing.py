@@ -14,16 +14,18 @@ from pathlib import Path
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from portrait.core import storage
+
 RAW_SCHEMA = "source_file string, line_no bigint, raw_line string"
 
 
-def landing_dir(lake: str | Path, source: str, dt: date | str) -> Path:
-    return Path(lake) / "landing" / source / f"dt={dt}"
+def landing_dir(lake: str | Path, source: str, dt: date | str) -> str:
+    return storage.join(str(lake), "landing", source, f"dt={dt}")
 
 
-def landing_files(lake: str | Path, source: str, dt: date | str) -> list[Path]:
+def landing_files(lake: str | Path, source: str, dt: date | str) -> list[str]:
     folder = landing_dir(lake, source, dt)
-    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    return [storage.join(folder, name) for name in storage.list_dir(folder) if name.endswith(".jsonl")]
 
 
 def read_raw_lines(spark, lake: str | Path, source: str, dt: date | str) -> DataFrame:
@@ -38,7 +40,7 @@ def read_raw_lines(spark, lake: str | Path, source: str, dt: date | str) -> Data
     return reduce(DataFrame.unionByName, numbered).where(F.trim("raw_line") != "")
 
 
-def _numbered_lines(spark, path: Path) -> DataFrame:
+def _numbered_lines(spark, path: str) -> DataFrame:
     # Line numbers run over the whole file, so the window has no partition on
     # purpose; pyspark's warning about that is noise here.
     warnings.filterwarnings("ignore", message=".*No Partition Defined for Window", category=UserWarning)

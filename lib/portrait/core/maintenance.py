@@ -14,6 +14,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 def _table(catalog: Catalog, name: str) -> DeltaTable:
     if not catalog.exists(name):
         raise FileNotFoundError(f"table {name} has not been written yet ({catalog.spec(name).path})")
-    return DeltaTable(catalog.spec(name).path)
+    return DeltaTable(catalog.spec(name).path, storage_options=storage.delta_options(catalog.spec(name).path))
 
 
 def history(catalog: Catalog, name: str, limit: int | None = None) -> list[dict]:
@@ -81,7 +82,7 @@ def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
             log.exception("maintenance of %s failed", name)
     staging = Path(lake) / "_staging"
     cutoff = time.time() - hours * 3600
-    for folder in staging.glob("*/*") if staging.is_dir() else ():
+    for folder in staging.glob("*/*") if staging.is_dir() else ():  # TODO(issue 15): stale staged copies on object storage
         if folder.is_dir() and folder.stat().st_mtime < cutoff:
             shutil.rmtree(folder, ignore_errors=True)
             log.info("removed stale staged copy %s", folder)

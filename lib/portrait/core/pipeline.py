@@ -14,14 +14,12 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date
-from pathlib import Path
 
-from portrait.core import parquet_commit
+from portrait.core import parquet_commit, storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
 
@@ -145,8 +143,8 @@ class RunContext:
         return Catalog(self.lake, self.conf, tables_read=self.tables_read)
 
     @property
-    def staging_dir(self) -> Path:
-        return Path(self.lake) / "_staging" / self.stage / str(self.dt)
+    def staging_dir(self) -> str:
+        return storage.join(self.lake, "_staging", self.stage, str(self.dt))
 
     def materialize(self, df, name: str):
         """Write an intermediate result to the stage's scratch space and read it back.
@@ -155,7 +153,7 @@ class RunContext:
         into tables) is computed once, and later plans stay small - the engine's
         planning time grows quickly with plan size. Removed with the staging copy.
         """
-        path = str(self.staging_dir / "_scratch" / name)
+        path = storage.join(self.staging_dir, "_scratch", name)
         if not parquet_commit.native_delta(self.spark):
             return parquet_commit.materialize(self.spark, df, path)
         df.write.format("delta").mode("overwrite").save(path)  # Delta keeps the schema of an empty result
@@ -194,39 +192,29 @@ def stage_lock(ctx: RunContext, stage: str):
 
     A second run (a manual rerun while Airflow runs the date) would delete the
     first one's staged copy under it; it fails at once instead, naming the
-    holder. ``flock`` is released by the OS when a holder dies, so a killed
-    run never leaves a stale lock. Re-entrant within a thread.
+    holder. On local disk ``flock`` is released by the OS when a holder dies;
+    on object storage the lock is a lease (``storage.exclusive``), so a killed
+    run leaves it behind for at most ``storage.LOCK_LEASE_SECONDS``.
+    Re-entrant within a thread.
     """
-    import fcntl
-    import os
-    import socket
     import threading
-    from datetime import datetime
 
-    path = Path(ctx.lake) / "_staging" / stage / f"{ctx.dt}.lock"
-    held = (threading.get_ident(), str(path))
+    path = storage.join(ctx.lake, "_staging", stage, f"{ctx.dt}.lock")
+    held = (threading.get_ident(), path)
     if held in _held_locks:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise StagingError(
-                f"stage {stage} for {ctx.dt} is already running ({holder}); wait for it to end or stop it, then run again"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
-        handle.flush()
-        _held_locks.add(held)
-        try:
-            yield
-        finally:
-            _held_locks.discard(held)
-            handle.truncate(0)
+    try:
+        with storage.exclusive(path):
+            _held_locks.add(held)
+            try:
+                yield
+            finally:
+                _held_locks.discard(held)
+    except storage.LockHeld as busy:
+        raise StagingError(
+            f"stage {stage} for {ctx.dt} is already running ({busy.holder}); wait for it to end or stop it, then run again"
+        ) from None
 
 
 def _locked(step):
@@ -272,17 +260,13 @@ def stage_named(name: str) -> Stage:
 
 def staging_catalog(ctx: RunContext) -> Catalog:
     """The staged copy of ``ctx.stage`` for ``ctx.dt``, as a catalog of the declared tables."""
-    return Catalog(str(ctx.staging_dir / "tables"), ctx.conf)
+    return Catalog(storage.join(ctx.staging_dir, "tables"), ctx.conf)
 
 
 def _save_manifest(ctx: RunContext, manifest: dict) -> None:
     import json
 
-    path = ctx.staging_dir / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
+    storage.write_text(storage.join(ctx.staging_dir, MANIFEST), json.dumps(manifest, indent=2, default=str))
 
 
 def load_manifest(ctx: RunContext, stage: str) -> dict:
@@ -290,10 +274,10 @@ def load_manifest(ctx: RunContext, stage: str) -> dict:
     import json
 
     ctx.stage = stage
-    path = ctx.staging_dir / MANIFEST
-    if not path.is_file():
+    path = storage.join(ctx.staging_dir, MANIFEST)
+    if not storage.is_file(path):
         raise StagingError(f"stage {stage} has no staged copy for {ctx.dt} ({path}); run its build step first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(storage.read_text(path))
 
 
 def _fresh_job(ctx: RunContext, stage_name: str):
@@ -302,7 +286,7 @@ def _fresh_job(ctx: RunContext, stage_name: str):
     module_name, function_name = stage.entry_point.split(":")
     job = getattr(importlib.import_module(module_name), function_name)
     ctx.stage = stage.name
-    shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+    storage.remove_tree(ctx.staging_dir)
     return stage, job
 
 
@@ -321,8 +305,8 @@ def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
     """Write ``outputs`` to the staging copy and its manifest (nothing is audited or published)."""
     ctx.stage = stage
     staging = staging_catalog(ctx)
-    shutil.rmtree(staging.lake, ignore_errors=True)
-    (ctx.staging_dir / MANIFEST).unlink(missing_ok=True)
+    storage.remove_tree(staging.lake)
+    storage.remove(storage.join(ctx.staging_dir, MANIFEST))
     staged, rows = {}, {}
     for output in outputs:
         staged[output.table] = staging.write(ctx.spark, output.df, output.table, "append")
@@ -395,7 +379,7 @@ def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
         )
         for output in manifest["outputs"]
     }
-    shutil.rmtree(ctx.staging_dir, ignore_errors=True)
+    storage.remove_tree(ctx.staging_dir)
     return versions
 
 
@@ -423,7 +407,9 @@ def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
     if unknown:
         raise ValueError(f"{TASK_FAILURES} has no column {', '.join(unknown)}")
     table = pa.Table.from_pylist([{name: row.get(name) for name in spec.columns}], schema=schema)
-    write_deltalake(spec.path, table, mode="append", partition_by=list(spec.partition_by) or None)
+    write_deltalake(
+        spec.path, table, mode="append", partition_by=list(spec.partition_by) or None, storage_options=storage.delta_options(spec.path)
+    )
     return Catalog(lake, conf).version(TASK_FAILURES)
 
 

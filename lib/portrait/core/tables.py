@@ -30,9 +30,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
-from portrait.core import parquet_commit
+from portrait.core import parquet_commit, storage
 from portrait.core.config import Conf
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class TableSpec:
     @property
     def path(self) -> str:
         layer, _, short = self.name.partition(".")
-        return str(Path(self.lake) / layer / short)
+        return storage.join(self.lake, layer, short)
 
     @property
     def ddl(self) -> str:
@@ -135,7 +134,7 @@ class Catalog:
         return list(self.declarations)
 
     def exists(self, name: str) -> bool:
-        return (Path(self.spec(name).path) / "_delta_log").is_dir()
+        return storage.is_dir(storage.join(self.spec(name).path, "_delta_log"))
 
     def read(self, spark, name: str, version: int | None = None):
         """The table as a DataFrame; an empty one with the declared schema if never written."""
@@ -185,7 +184,7 @@ class Catalog:
         """
         from deltalake import DeltaTable
 
-        stored = [f.name for f in DeltaTable(spec.path).schema().fields]
+        stored = [f.name for f in DeltaTable(spec.path, storage_options=storage.delta_options(spec.path)).schema().fields]
         missing = [c for c in spec.columns if c not in stored]
         extra = [c for c in stored if c not in spec.columns]
         if missing or extra:
@@ -254,7 +253,7 @@ class Catalog:
         """
         from deltalake import DeltaTable
 
-        for commit in DeltaTable(self.spec(name).path).history():
+        for commit in DeltaTable(self.spec(name).path, storage_options=storage.delta_options(self.lake)).history():
             if commit.get("version") == version:
                 return int(commit.get("operationMetrics", {}).get("numOutputRows") or commit.get("numOutputRows") or 0)
         raise KeyError(f"table {name} has no commit {version} in its log")
@@ -267,13 +266,17 @@ class Catalog:
 
         if not self.exists(name):
             return 0
-        files = pa.table(DeltaTable(self.spec(name).path, version=version).get_add_actions(flatten=True))
+        files = pa.table(
+            DeltaTable(self.spec(name).path, version=version, storage_options=storage.delta_options(self.lake)).get_add_actions(
+                flatten=True
+            )
+        )
         return int(pc.sum(files["num_records"]).as_py() or 0) if files.num_rows else 0
 
     def version(self, name: str) -> int:
         from deltalake import DeltaTable
 
-        return DeltaTable(self.spec(name).path).version()
+        return DeltaTable(self.spec(name).path, storage_options=storage.delta_options(self.lake)).version()
 
 
 def upserted(existing, updates, key: tuple[str, ...], newer_by: str | None):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import psutil
 
+from portrait.core import storage
 from portrait.core.config import Conf
 
 
@@ -103,14 +104,14 @@ def _portrait(*args: str, lake: str, conf: Conf) -> None:
         raise RuntimeError(f"bench set-up `portrait {' '.join(args)}` failed: {done.stderr.strip()[-2000:]}")
 
 
-def ensure_landing(lake: Path, users: int, days: int, end: date, seed: int, conf: Conf) -> None:
+def ensure_landing(lake: str, users: int, days: int, end: date, seed: int, conf: Conf) -> None:
     """Generate the landing zone unless one of the same size and seed is already there."""
-    marker = lake / "landing" / "_generated.json"
+    marker = storage.join(lake, "landing", "_generated.json")
     wanted = {"users": users, "days": days, "end": str(end), "seed": seed}
-    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+    if storage.is_file(marker) and storage.read_json(marker) == wanted:
         return
     _portrait("generate", "--users", str(users), "--days", str(days), "--end", str(end), "--seed", str(seed), lake=str(lake), conf=conf)
-    marker.write_text(json.dumps(wanted))
+    storage.write_text(marker, json.dumps(wanted))
 
 
 def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: str | None, conf: Conf, console=None) -> dict:
@@ -121,7 +122,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
         if console:
             console.print(text, soft_wrap=True)
 
-    lake_path = Path(lake)
+    lake_path = str(lake)
     started = time.perf_counter()
     say(f"set-up: landing zone of {users:,} users x {days} days")
     ensure_landing(lake_path, users, days, end, seed, conf)
@@ -187,7 +188,11 @@ def _cleaned_dates(lake: Path, conf: Conf) -> set[date]:
     catalog = Catalog(str(lake), conf)
     if not catalog.exists("ops.reconciliation"):
         return set()
-    return set(DeltaTable(catalog.spec("ops.reconciliation").path).to_pyarrow_table(columns=["dt"])["dt"].to_pylist())
+    return set(
+        DeltaTable(catalog.spec("ops.reconciliation").path, storage_options=storage.delta_options(catalog.spec("ops.reconciliation").path))
+        .to_pyarrow_table(columns=["dt"])["dt"]
+        .to_pylist()
+    )
 
 
 def _cpus() -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import importlib.resources
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from portrait.core import storage
 from portrait.core.config import Conf
 
 BLOCK_USERS = 1000  # RNG streams and ids are keyed by blocks of this many users
@@ -190,7 +190,7 @@ SOURCES = ("users", "addresses", "events", "orders")
 class GenerateSummary:
     """What a generate run wrote: lines per source (dirt included), dirty lines per kind."""
 
-    lake: Path
+    lake: str
     first_date: date
     last_date: date
     users: int
@@ -200,8 +200,8 @@ class GenerateSummary:
     test_accounts: int
     files: int
     bytes: int
-    landing: Path
-    truth: Path
+    landing: str
+    truth: str
     seconds: float
 
     def __str__(self) -> str:
@@ -238,11 +238,11 @@ def generate(
     started = time.perf_counter()
     end = date.fromisoformat(end_date) if isinstance(end_date, str) else end_date
     world = _World(_Contract.load(conf_dir), users, days, end, seed, dirt or DirtRates())
-    lake = Path(lake)
-    landing, truth_path = lake / "landing", lake / "truth" / "users.parquet"
+    lake = str(lake)
+    landing, truth_path = storage.join(lake, "landing"), storage.join(lake, "truth", "users.parquet")
     for source in world.contract.sources:
-        shutil.rmtree(landing / source, ignore_errors=True)
-    truth_path.unlink(missing_ok=True)
+        storage.remove_tree(storage.join(landing, source))
+    storage.remove(truth_path)
     report = progress or (lambda stage, done, total: None)
 
     n_blocks = math.ceil(users / BLOCK_USERS)
@@ -263,8 +263,9 @@ def generate(
         del blocks
 
     report("write truth", 0, 1)
-    truth_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.concat_tables(truth_parts).combine_chunks(), truth_path)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.concat_tables(truth_parts).combine_chunks(), buffer)
+    storage.write_bytes(truth_path, buffer.getvalue().to_pybytes())
     report("write truth", 1, 1)
     return GenerateSummary(
         lake=lake,
@@ -285,7 +286,9 @@ def generate(
 
 def read_truth(lake: str | Path) -> pd.DataFrame:
     """The ground truth of a generated lake: one row per user (see ``_truth_table``)."""
-    return pd.read_parquet(Path(lake) / "truth" / "users.parquet")
+    import io
+
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(str(lake), "truth", "users.parquet"))))
 
 
 # --------------------------------------------------------------------------- contract and world
@@ -970,7 +973,7 @@ class _Tally:
         self.files = self.bytes = 0
 
 
-def _write_chunk(w: _World, landing: Path, source: str, rec: dict, chunk: int, tally: _Tally) -> None:
+def _write_chunk(w: _World, landing: str, source: str, rec: dict, chunk: int, tally: _Tally) -> None:
     """One part file per landing date of this chunk; lines keep the (block, ts) order."""
     order = np.argsort(rec["landing"], kind="stable")
     bounds = np.searchsorted(rec["landing"][order], np.arange(w.days + 1))
@@ -980,10 +983,9 @@ def _write_chunk(w: _World, landing: Path, source: str, rec: dict, chunk: int, t
             continue
         part = _take(rec, order[bounds[day] : bounds[day + 1]])
         lines = _spoil_lines(w, source, render(w, part), part["dirt"], part["arg"])
-        folder = landing / source / f"dt={w.day0 + timedelta(days=day)}"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = storage.join(landing, source, f"dt={w.day0 + timedelta(days=day)}")
         text = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "\n")[0].as_buffer()
-        with (folder / f"part-{chunk:05d}.jsonl").open("wb") as handle:
+        with storage.open_write(storage.join(folder, f"part-{chunk:05d}.jsonl")) as handle:  # streamed, no local copy
             handle.write(text)
             handle.write(b"\n")
         tally.files += 1

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import functions as F
 
+from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
 from portrait.devtools.generate import read_truth
@@ -116,7 +117,7 @@ def run_evaluation(spark, lake: str, conf: Conf, dt: date) -> Evaluation:
     plot = None
     if bins is not None:
         plot = evaluate.plot_report(
-            bins, curve, Path(lake) / "ops" / "reports" / f"churn_{dt}.png", f"churn model {versions['churn']} on {dt}"
+            bins, curve, storage.join(lake, "ops", "reports", f"churn_{dt}.png"), f"churn model {versions['churn']} on {dt}"
         )
     return Evaluation(dt, metrics, versions, plot)
 

@@ -724,9 +724,9 @@ def record(spark, catalog, reports: list[GateReport], dt) -> int | None:
 
 def data_docs_dir(lake: str) -> str:
     """Where the lake keeps its rendered data docs."""
-    from pathlib import Path
+    from portrait.core import storage
 
-    return str(Path(lake) / "ops" / "data_docs")
+    return storage.join(lake, "ops", "data_docs")
 
 
 def render_data_docs(spark, frames: dict, dt, directory: str, conf: Conf | None = None) -> str:
@@ -739,12 +739,17 @@ def render_data_docs(spark, frames: dict, dt, directory: str, conf: Conf | None 
     rendered; pages of earlier renders stay in the directory. Returns the
     path of ``index.html``.
     """
+    import shutil
+    import tempfile
     from pathlib import Path
+
+    from portrait.core import storage
 
     gx = _import_gx()
     conf = conf or Conf()
     dt = _as_date(dt)
-    target = Path(directory).resolve()
+    remote = storage.is_remote(directory)  # GX writes a local site; on object storage it is uploaded after
+    target = Path(tempfile.mkdtemp(prefix="portrait-docs-") if remote else directory).resolve()
     target.mkdir(parents=True, exist_ok=True)
     site = f"portrait_{abs(hash(str(target)))}"
     with _lock:
@@ -781,4 +786,8 @@ def render_data_docs(spark, frames: dict, dt, directory: str, conf: Conf | None 
                 checkpoint.run(batch_parameters={"dataframe": df})
             finally:
                 _drop_view(spark, "tmp_view")
+    if remote:
+        storage.upload_tree(str(target), directory)
+        shutil.rmtree(target, ignore_errors=True)
+        return storage.join(directory, "index.html")
     return str(target / "index.html")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
 
@@ -173,18 +174,15 @@ def export_profiles(
     if total == 0:
         raise ProfileNotFound(f"the snapshot of {dt} is empty")
     rendered = as_json_rows(snapshot).mapInPandas(render_lines, "user_id string, profile string").orderBy("user_id")
-    path = Path(out) if out else Path(lake) / "exports" / f"profile-{dt}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    path = str(out) if out else storage.join(lake, "exports", f"profile-{dt}.jsonl")
     lines = 0
-    with partial.open("w", encoding="utf-8") as handle:
+    with storage.open_write(path) as handle:  # a reader never sees half a file
         for row in rendered.toLocalIterator():
-            handle.write(row["profile"] + "\n")
+            handle.write((row["profile"] + "\n").encode("utf-8"))
             lines += 1
             if progress and (lines % 1000 == 0 or lines == total):
                 progress(lines, total)
-    partial.replace(path)  # a reader never sees half a file
-    return path, lines, dt
+    return (path if storage.is_remote(path) else Path(path)), lines, dt
 
 
 def render_lines(batches):

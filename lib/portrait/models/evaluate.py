@@ -8,9 +8,12 @@ curve for people who would rather look than read.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+
+from portrait.core import storage
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
@@ -73,8 +76,9 @@ def plot_report(bins: pd.DataFrame, curve: pd.DataFrame | None, path: str | Path
         right.legend(loc="best")
     figure.suptitle(title)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    path = str(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    storage.write_bytes(path, buffer.getvalue())
     plt.close(figure)
-    return path
+    return path if storage.is_remote(path) else Path(path)

@@ -15,10 +15,10 @@ import math
 import pickle
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
+from portrait.core import storage
 from portrait.core.tables import Catalog
 
 REGISTRY, METRICS = "ops.model_registry", "ops.model_metrics"
@@ -44,8 +44,8 @@ def version_for(train_end: date) -> str:
     return train_end.strftime("%Y%m%d")
 
 
-def artifact_dir(lake: str, model: str, version: str) -> Path:
-    return Path(lake) / "models" / model / version
+def artifact_dir(lake: str, model: str, version: str) -> str:
+    return storage.join(lake, "models", model, version)
 
 
 def _json(values: dict) -> str:
@@ -63,21 +63,18 @@ def _json(values: dict) -> str:
     return json.dumps(clean(values), ensure_ascii=False, sort_keys=True, default=str)
 
 
-def save(lake: str, model: str, version: str, params: dict, fitted: object | None = None) -> Path:
+def save(lake: str, model: str, version: str, params: dict, fitted: object | None = None) -> str:
     """Write ``params.json`` (and ``model.pkl`` for a fitted object) for one version; returns the folder."""
     folder = artifact_dir(lake, model, version)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / PARAMS_FILE).write_text(_json(params), encoding="utf-8")
+    storage.write_text(storage.join(folder, PARAMS_FILE), _json(params))
     if fitted is not None:
-        with (folder / MODEL_FILE).open("wb") as handle:
-            pickle.dump(fitted, handle)
+        storage.write_bytes(storage.join(folder, MODEL_FILE), pickle.dumps(fitted))
     return folder
 
 
 def load_fitted(lake: str, model: str, version: str) -> object:
     """The pickled model of a version (only artefacts this lake wrote: unpickling runs code)."""
-    with (artifact_dir(lake, model, version) / MODEL_FILE).open("rb") as handle:
-        return pickle.load(handle)
+    return pickle.loads(storage.read_bytes(storage.join(artifact_dir(lake, model, version), MODEL_FILE)))
 
 
 def register(spark, catalog: Catalog, entry: ModelVersion) -> int:

@@ -21,6 +21,7 @@ BUILD, GATE, PUBLISH = "build", "gate", "publish"
 STEPS = (BUILD, GATE, PUBLISH)
 LAKE_VARIABLE = "portrait_lake"
 REMOTE_VARIABLE = "portrait_spark_remote"
+S3_CONNECTION = "portrait_s3"  # type aws: credentials and endpoint of an s3:// lake
 REMOTE_CONNECTION = "portrait_spark_remote"
 EMBEDDED = ("", "sail", "embedded", "none")
 
@@ -83,6 +84,38 @@ def resolve_remote() -> str | None:
     return None  # portrait.core.engine then reads PORTRAIT_REMOTE / PORTRAIT_ENGINE, else embedded Sail
 
 
+def use_s3_connection(lake: str) -> None:
+    """For an ``s3://`` lake, the Airflow connection ``portrait_s3`` (type aws), if defined, supplies the AWS_* settings.
+
+    login/password are the key id and secret; extra ``region_name`` and
+    ``endpoint_url`` as the amazon provider names them. Variables already in
+    the worker's environment win.
+    """
+    from portrait.core import storage
+
+    if not storage.is_remote(lake):
+        return
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(S3_CONNECTION)
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException when not defined
+        log.debug("connection %s not used: %s", S3_CONNECTION, exc)
+        storage.check_lake(lake)
+        return
+    extra = conn.extra_dejson or {}
+    settings = {
+        "AWS_ACCESS_KEY_ID": conn.login,
+        "AWS_SECRET_ACCESS_KEY": conn.password,
+        "AWS_REGION": extra.get("region_name"),
+        "AWS_ENDPOINT_URL": extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url"),
+    }
+    for key, value in settings.items():
+        if value and not os.environ.get(key):
+            os.environ[key] = str(value)
+    storage.check_lake(lake)  # one clear line if the store cannot be used; sets AWS_ALLOW_HTTP for an http endpoint
+
+
 def _deterministic_errors() -> tuple[type[BaseException], ...]:
     """Errors a retry cannot fix: the task fails at once instead of backing off."""
     from portrait.core.config import ConfError
@@ -111,6 +144,7 @@ def run_step(stage: str, step: str, context) -> dict:
     logging.getLogger("portrait").setLevel(logging.INFO)
     dt = _context_date(context)
     lake, remote = resolve_lake(), resolve_remote()
+    use_s3_connection(lake)
     where = remote.split(";")[0] if remote else (os.environ.get("PORTRAIT_ENGINE") or "embedded sail")
     log.info("portrait %s %s for business date %s on lake %s, engine %s", stage, step, dt, lake, where)
     try:
@@ -195,7 +229,9 @@ def _record(row: dict, dt: date, metadata_db: bool = False) -> None:
         from portrait.core.pipeline import TASK_FAILURES, record_task_failure
 
         row = {**row, "failed_at": datetime.now(UTC), "dt": dt}
-        version = record_task_failure(resolve_lake(metadata_db), Conf(), row)
+        lake = resolve_lake(metadata_db)
+        use_s3_connection(lake)
+        version = record_task_failure(lake, Conf(), row)
         log.info("recorded %s %s for %s in %s (version %s)", row.get("task_id"), row.get("state"), dt, TASK_FAILURES, version)
     except Exception:  # noqa: BLE001
         log.exception("could not record the failure in ops.task_failures")

@@ -14,6 +14,8 @@ from datetime import date
 
 from pyroaring import BitMap
 
+from portrait.core import storage
+
 SEGMENT_BITMAPS, SEGMENT_MEMBERS, USER_INDEX = "gold.segment_bitmaps", "gold.segment_members", "gold.user_index"
 TAG_VALUE_BITMAPS = "gold.tag_value_bitmaps"
 EVERYONE = ("all_users", "all")  # the tag and value of the whole snapshot's bitmap
@@ -45,7 +47,12 @@ def _partition(catalog, table: str, dt: date, columns: list[str], **equal) -> di
     where = " AND ".join([f"dt = DATE '{dt.isoformat()}'"] + [f'"{c}" = {_sql_text(v)}' for c, v in equal.items()])
     names = ", ".join(f'"{c}"' for c in columns)
     query = f"SELECT {names} FROM t WHERE {where}"
-    found = QueryBuilder().register("t", DeltaTable(catalog.spec(table).path)).execute(query).read_all()
+    found = (
+        QueryBuilder()
+        .register("t", DeltaTable(catalog.spec(table).path, storage_options=storage.delta_options(catalog.spec(table).path)))
+        .execute(query)
+        .read_all()
+    )
     return {column: found.column(column).to_pylist() for column in columns}
 
 
@@ -79,7 +86,12 @@ def newest_date(catalog) -> date:
 
     if not catalog.exists(SEGMENT_BITMAPS):
         raise LookupError(f"{SEGMENT_BITMAPS} does not exist yet in {catalog.lake}; run the segments stage first")
-    days = [p["dt"] for p in DeltaTable(catalog.spec(SEGMENT_BITMAPS).path).partitions()]
+    days = [
+        p["dt"]
+        for p in DeltaTable(
+            catalog.spec(SEGMENT_BITMAPS).path, storage_options=storage.delta_options(catalog.spec(SEGMENT_BITMAPS).path)
+        ).partitions()
+    ]
     if not days:
         raise LookupError(f"{SEGMENT_BITMAPS} holds no date yet; run the segments stage first")
     return date.fromisoformat(max(days))

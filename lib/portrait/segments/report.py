@@ -6,10 +6,13 @@ and draws one PNG under {lake}/ops/reports/.
 
 from __future__ import annotations
 
+import io
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+
+from portrait.core import storage
 
 ANALYSIS, TRANSITIONS = "gold.segment_analysis", "gold.tag_transitions"
 
@@ -19,7 +22,9 @@ def read_date(catalog, table: str, dt: date) -> pd.DataFrame:
 
     if not catalog.exists(table):
         raise LookupError(f"{table} does not exist yet in {catalog.lake}; run the segments stage first")
-    return DeltaTable(catalog.spec(table).path).to_pandas(filters=[("dt", "=", dt)])
+    return DeltaTable(catalog.spec(table).path, storage_options=storage.delta_options(catalog.spec(table).path)).to_pandas(
+        filters=[("dt", "=", dt)]
+    )
 
 
 def segment_moves(transitions: pd.DataFrame) -> pd.DataFrame:
@@ -74,8 +79,9 @@ def render(catalog, dt: date) -> tuple[Path, str]:
         axis.axis("off")
     figure.suptitle(f"portrait segments {dt}")
     figure.tight_layout()
-    path = Path(catalog.lake) / "ops" / "reports" / f"segments_{dt}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    path = storage.join(catalog.lake, "ops", "reports", f"segments_{dt}.png")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    storage.write_bytes(path, buffer.getvalue())
     plt.close(figure)
     return path, moves.to_string() if not moves.empty else "no segment moves (no previous snapshot?)"
