@@ -11,7 +11,7 @@ import yaml
 from portrait import gates
 from portrait.core.config import Conf, ConfError
 from portrait.core.tables import Catalog
-from portrait.gates import GateFailed, check, record, run_gate
+from portrait.gates import GateFailed, check, gx, record, run_gate
 from repo import REPO_ROOT
 
 DT = date(2026, 7, 1)
@@ -511,9 +511,9 @@ def test_record_refuses_reports_of_another_date(spark, tmp_path):
 
 def test_gx_context_is_created_once_and_leaves_no_temp_view(spark):
     run_gate(spark, "silver.events", frame(spark, "silver.events", {}), DT)
-    state = gates._state
+    state = gx._state
     run_gate(spark, "silver.events", frame(spark, "silver.events", {}), DT)
-    assert gates._state is state and state.spark is spark
+    assert gx._state is state and state.spark is spark
     assert [t.name for t in spark.catalog.listTables() if t.isTemporary and t.name.startswith(("tmp_view", "_portrait_gate"))] == []
 
 
