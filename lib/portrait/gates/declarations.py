@@ -445,6 +445,9 @@ def resolve_values(conf: Conf, reference) -> list:
         declared = _named(fields, field, f"{error}: conf/landing.yaml source {source} has no field").get("values")
         where = f"conf/landing.yaml {source}.{field}"
     else:
+        # portrait.tags.dictionary imported first hits the cycle tags.dictionary -> subprofiles.common ->
+        # subprofiles/__init__ -> subprofiles.behavior -> tags.dictionary; loading the package first avoids it
+        import portrait.subprofiles  # noqa: F401
         from portrait.tags.dictionary import TAGS_FILE, TagDictionary
 
         tags = TagDictionary.load(conf).tags
