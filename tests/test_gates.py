@@ -11,7 +11,7 @@ import yaml
 from portrait import gates
 from portrait.core.config import Conf, ConfError
 from portrait.core.tables import Catalog
-from portrait.gates import GateFailed, check, record, run_gate
+from portrait.gates import GateFailed, check, gx, record, run_gate
 from repo import REPO_ROOT
 
 DT = date(2026, 7, 1)
@@ -511,9 +511,9 @@ def test_record_refuses_reports_of_another_date(spark, tmp_path):
 
 def test_gx_context_is_created_once_and_leaves_no_temp_view(spark):
     run_gate(spark, "silver.events", frame(spark, "silver.events", {}), DT)
-    state = gates._state
+    state = gx._state
     run_gate(spark, "silver.events", frame(spark, "silver.events", {}), DT)
-    assert gates._state is state and state.spark is spark
+    assert gx._state is state and state.spark is spark
     assert [t.name for t in spark.catalog.listTables() if t.isTemporary and t.name.startswith(("tmp_view", "_portrait_gate"))] == []
 
 
@@ -532,3 +532,256 @@ def test_data_docs_render_to_the_lake(spark, tmp_path):
     page = pages[0].read_text()
     assert "Failed" in page and "amount" in page and "values must be greater than or equal to" in page
     assert [t.name for t in spark.catalog.listTables() if t.isTemporary and t.name == "tmp_view"] == []
+
+
+# --------------------------------------------------------------------------- for_each_column
+
+
+def test_for_each_column_expands_to_one_check_per_column(tmp_path):
+    conf = conf_with(
+        tmp_path,
+        {
+            "silver.orders": [
+                {"expectation": "expect_column_values_to_not_be_null", "column": "order_id"},
+                {"expectation": "expect_column_values_to_be_between", "for_each_column": ["amount", "coupon_amount"], "min_value": 0},
+                {
+                    "expectation": "expect_column_values_to_not_be_null",
+                    "for_each_column": {"matching": ["*_id", "status"], "except": ["address_id"]},
+                    "mostly": 0.9,
+                    "name": "{column}_mostly_set",
+                },
+                {
+                    "expectation": "expect_column_values_to_be_between",
+                    "for_each_column": {"type": "DOUBLE"},
+                    "max_value": 1000,
+                    "name": "{column}_plausible",
+                },
+                {
+                    "expectation": "row_condition",
+                    "for_each_column": ["amount", "coupon_amount"],
+                    "name": "{column}_is_whole_cents",
+                    "columns": ["{column}"],
+                    "condition": "{column} = round({column}, 2)",
+                },
+            ]
+        },
+    )
+    checks = gates.table_checks(conf, "silver.orders", DT)
+    assert [(c.index, c.expectation, c.label) for c in checks] == [
+        (1, "expect_column_values_to_not_be_null", "order_id"),
+        (2, "expect_column_values_to_be_between", "amount"),
+        (2, "expect_column_values_to_be_between", "coupon_amount"),
+        (3, "expect_column_values_to_not_be_null", "order_id_mostly_set"),  # declared order, the pattern list's union
+        (3, "expect_column_values_to_not_be_null", "user_id_mostly_set"),
+        (3, "expect_column_values_to_not_be_null", "status_mostly_set"),
+        (4, "expect_column_values_to_be_between", "amount_plausible"),  # the double columns
+        (4, "expect_column_values_to_be_between", "coupon_amount_plausible"),
+        (5, "row_condition", "amount_is_whole_cents"),
+        (5, "row_condition", "coupon_amount_is_whole_cents"),
+    ]
+    assert [c.position for c in checks] == list(range(1, 11))
+    assert checks[2].kwargs == {"column": "coupon_amount", "min_value": 0} and checks[2].columns == ("coupon_amount",)
+    assert checks[4].kwargs["column"] == "user_id" and checks[4].kwargs["mostly"] == 0.9
+    assert checks[8].columns == ("amount",) and "WHERE (amount = round(amount, 2)) IS NOT TRUE" in checks[8].kwargs["unexpected_rows_query"]
+    assert checks[9].where == "conf/gates silver.orders[5] (row_condition coupon_amount_is_whole_cents)"
+    assert gates.check_declarations(conf) == []
+
+
+def test_an_expanded_check_reports_the_column_that_failed(spark, tmp_path):
+    conf = conf_with(
+        tmp_path,
+        {
+            "silver.orders": [
+                {"expectation": "expect_column_values_to_be_between", "for_each_column": ["amount", "coupon_amount"], "min_value": 0}
+            ]
+        },
+    )
+    report = run_gate(spark, "silver.orders", frame(spark, "silver.orders", {}, {"order_id": "o2", "coupon_amount": -2.0}), DT, conf)
+    assert [(r.column, r.success) for r in report.results] == [("amount", True), ("coupon_amount", False)]
+    assert "silver.orders: expect_column_values_to_be_between(coupon_amount) observed 1 unexpected (50%) of 2 rows, e.g. -2.0" in (
+        failure_message([report])
+    )
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "column": "amount", "for_each_column": ["amount"]},
+            r"silver.orders\[1\] \(expect_column_values_to_not_be_null\): give either `column:` or `for_each_column:`",
+        ),
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "for_each_column": []},
+            r"silver.orders\[1\] .*`for_each_column:` must be a non-empty list of column names",
+        ),
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "for_each_column": ["amount", "amount"]},
+            r"`for_each_column:` lists amount twice",
+        ),
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "for_each_column": {"matching": "spend_*"}},
+            r"silver.orders\[1\] .*selects no column of silver.orders \(columns: order_id, user_id",
+        ),
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "for_each_column": {"type": "double", "except": ["ts"]}},
+            r"except: ts is not among the selected columns \(amount, coupon_amount\)",
+        ),
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "for_each_column": {"like": "a*"}},
+            r"is a list of columns or a mapping of matching / type / except",
+        ),
+        (
+            {"expectation": "row_condition", "for_each_column": ["amount"], "name": "positive", "condition": "{column} > 0"},
+            r"silver.orders\[1\] \(row_condition\): a for_each_column row_condition needs \{column\} in its `name:`",
+        ),
+        (
+            {"expectation": "expect_column_values_to_not_be_null", "for_each_column": ["amount"], "name": "set"},
+            r"with for_each_column, a `name:` must contain \{column\}",
+        ),
+        (
+            {"expectation": "row_condition", "name": "positive", "columns": ["amount"], "condition": "{column} > 0"},
+            r"unknown placeholder \{column\}",  # only for_each_column entries have a column to fill in
+        ),
+    ],
+)
+def test_bad_for_each_column_entries_are_conf_errors(tmp_path, entry, message):
+    conf = conf_with(tmp_path, {"silver.orders": [entry]})
+    with pytest.raises(ConfError, match=message):
+        gates.table_checks(conf, "silver.orders", DT)
+
+
+def test_repeated_columns_across_for_each_column_entries_are_refused(tmp_path):
+    between = {"expectation": "expect_column_values_to_be_between", "min_value": 0}
+    conf = conf_with(
+        tmp_path, {"silver.orders": [{**between, "column": "amount"}, {**between, "for_each_column": ["coupon_amount", "amount"]}]}
+    )
+    with pytest.raises(ConfError, match=r"silver.orders\[2\] \(expect_column_values_to_be_between amount\): repeats entry 1"):
+        gates.table_checks(conf, "silver.orders", DT)
+
+
+# --------------------------------------------------------------------------- values_of
+
+
+def test_values_of_reads_the_tag_dictionary_and_the_landing_contract(tmp_path):
+    tags = yaml.safe_load((REPO_ROOT / "conf" / "tags.yaml").read_text())["tags"]
+    landing = yaml.safe_load((REPO_ROOT / "conf" / "landing.yaml").read_text())["sources"]
+    assert gates.resolve_values(CONF, "vip_tier") == list(tags["vip_tier"]["values"]) == ["regular", "vip", "super_vip"]
+    assert gates.resolve_values(CONF, "landing.orders.status") == landing["orders"]["fields"]["status"]["values"]
+    conf = conf_with(
+        tmp_path,
+        {
+            "silver.orders": [
+                {"expectation": "expect_column_values_to_be_in_set", "column": "status", "values_of": "landing.orders.status"},
+                {
+                    "expectation": "row_condition",
+                    "name": "line_known",
+                    "columns": ["product_line"],
+                    "condition": "product_line IN {values_of:landing.orders.product_line}",
+                },
+            ]
+        },
+    )
+    in_set, row = gates.table_checks(conf, "silver.orders", DT)
+    assert in_set.kwargs == {"column": "status", "value_set": ["paid", "delivered", "cancelled", "refunded"]}
+    assert "product_line IN ('salad', 'content', 'video')" in row.kwargs["unexpected_rows_query"]
+
+
+def test_values_of_a_changed_tag_follows_the_dictionary(tmp_path):
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf_dir)
+    tags = yaml.safe_load((conf_dir / "tags.yaml").read_text())
+    tags["tags"]["vip_tier"]["values"]["diamond"] = "a new tier"
+    (conf_dir / "tags.yaml").write_text(yaml.safe_dump(tags, allow_unicode=True, sort_keys=False))
+    checks = gates.table_checks(Conf(conf_dir), "profile.consumption", DT)
+    (vip,) = [c for c in checks if c.label == "vip_tier" and c.expectation == "expect_column_values_to_be_in_set"]
+    assert vip.kwargs["value_set"] == ["regular", "vip", "super_vip", "diamond"]
+
+
+@pytest.mark.parametrize(
+    "reference, message",
+    [
+        (
+            "vip_teir",
+            r"silver.orders\[1\] \(expect_column_values_to_be_in_set\): values_of 'vip_teir': conf/tags.yaml .* has no tag 'vip_teir'; did you mean vip_tier\?",
+        ),
+        ("spend_30d", r"values_of 'spend_30d': tag spend_30d in conf/tags.yaml declares no `values:`|has no tag 'spend_30d'"),
+        ("orders_total", r"values_of 'orders_total': tag orders_total in conf/tags.yaml declares no `values:`"),
+        ("landing.order.status", r"values_of 'landing.order.status': conf/landing.yaml has no source 'order'; did you mean orders"),
+        ("landing.orders.state", r"conf/landing.yaml source orders has no field 'state'; did you mean status"),
+        ("landing.orders.amount", r"values_of 'landing.orders.amount': conf/landing.yaml orders.amount declares no `values:`"),
+        ("landing.orders", r"a landing reference is landing.SOURCE.FIELD"),
+    ],
+)
+def test_an_unknown_value_set_is_a_conf_error_with_the_closest_names(tmp_path, reference, message):
+    conf = conf_with(
+        tmp_path, {"silver.orders": [{"expectation": "expect_column_values_to_be_in_set", "column": "status", "values_of": reference}]}
+    )
+    with pytest.raises(ConfError, match=message):
+        gates.table_checks(conf, "silver.orders", DT)
+
+
+def test_values_of_and_value_set_together_are_refused(tmp_path):
+    entry = {
+        "expectation": "expect_column_values_to_be_in_set",
+        "column": "status",
+        "values_of": "landing.orders.status",
+        "value_set": ["paid"],
+    }
+    conf = conf_with(tmp_path, {"silver.orders": [entry]})
+    with pytest.raises(
+        ConfError, match=r"silver.orders\[1\] \(expect_column_values_to_be_in_set\): give either `values_of:` or `value_set:`"
+    ):
+        gates.table_checks(conf, "silver.orders", DT)
+
+
+def test_no_gate_copies_a_declared_value_set():
+    """A value_set written out in conf/gates must not be one that conf/tags.yaml or conf/landing.yaml declares: use values_of."""
+    tags = yaml.safe_load((REPO_ROOT / "conf" / "tags.yaml").read_text())["tags"]
+    landing = yaml.safe_load((REPO_ROOT / "conf" / "landing.yaml").read_text())["sources"]
+    declared = {frozenset(map(str, spec["values"])): f"values_of: {name}" for name, spec in tags.items() if spec.get("values")}
+    for source, spec in landing.items():
+        for field_name, field_spec in spec["fields"].items():
+            if field_spec.get("values"):
+                declared[frozenset(map(str, field_spec["values"]))] = f"values_of: landing.{source}.{field_name}"
+    copies = []
+    for path in sorted((REPO_ROOT / "conf" / "gates").glob("*.yaml")):
+        for table, entries in yaml.safe_load(path.read_text()).items():
+            for index, entry in enumerate(entries, 1):
+                written = entry.get("value_set")
+                if isinstance(written, list) and frozenset(map(str, written)) in declared:
+                    copies.append(f"{path.name} {table}[{index}]: use {declared[frozenset(map(str, written))]}")
+    assert copies == []
+
+
+# --------------------------------------------------------------------------- module split
+
+
+def test_only_the_gx_adapter_imports_great_expectations():
+    import ast
+
+    importers = []
+    for path in sorted((REPO_ROOT / "lib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] == "great_expectations" for name in names):
+                importers.append(str(path.relative_to(REPO_ROOT)))
+    assert sorted(set(importers)) == ["lib/portrait/gates/gx.py"]
+
+
+def test_importing_the_declarations_and_reports_does_not_load_great_expectations():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import portrait.gates.declarations, portrait.gates.reports, portrait.gates; "
+        "from portrait.gates import GateFailed, run_gate, record, check, preload, render_data_docs, data_docs_dir; "
+        "assert 'great_expectations' not in sys.modules, 'great_expectations imported'; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

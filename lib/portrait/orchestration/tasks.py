@@ -121,7 +121,7 @@ def _deterministic_errors() -> tuple[type[BaseException], ...]:
     from portrait.core.config import ConfError
     from portrait.core.pipeline import StagingError
     from portrait.core.tables import SchemaMismatch, WriteRefused
-    from portrait.gates import GateFailed
+    from portrait.gates.reports import GateFailed
 
     errors: list[type[BaseException]] = [GateFailed, ConfError, StagingError, SchemaMismatch, WriteRefused]
     try:
@@ -139,7 +139,7 @@ def run_step(stage: str, step: str, context) -> dict:
 
     from portrait.core import engine, pipeline
     from portrait.core.config import Conf
-    from portrait.gates import GateFailed
+    from portrait.gates.reports import GateFailed
 
     logging.getLogger("portrait").setLevel(logging.INFO)
     dt = _context_date(context)
@@ -181,12 +181,12 @@ def run_step(stage: str, step: str, context) -> dict:
 def _render_failed_gate_docs(ctx, exc) -> str | None:
     """Great Expectations data docs of the tables that failed, for on-call; None if they cannot be rendered."""
     try:
-        from portrait import gates
         from portrait.core.pipeline import staging_catalog
+        from portrait.gates.data_docs import data_docs_dir, render_data_docs
 
         staging = staging_catalog(ctx)
         frames = {report.table: staging.read(ctx.spark, report.table) for report in exc.failed}
-        return gates.render_data_docs(ctx.spark, frames, ctx.dt, gates.data_docs_dir(ctx.lake), ctx.conf)
+        return render_data_docs(ctx.spark, frames, ctx.dt, data_docs_dir(ctx.lake), ctx.conf)
     except Exception:  # noqa: BLE001 - the findings are already logged and recorded
         log.warning("could not render data docs for the failed gate", exc_info=True)
         return None
