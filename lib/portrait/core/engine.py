@@ -83,6 +83,7 @@ def get_spark(engine: str | None = None, remote: str | None = None):
         elif engine == "remote":
             _check_reachable(remote)
             _running = _Running(_connect(remote), "remote")
+            ship_package(_running.spark)
         else:
             _running = _Running(_start_classic(), "spark")
         atexit.register(stop)
@@ -135,6 +136,49 @@ def _connect(url: str):
         return builder.getOrCreate()
     except Exception as exc:  # grpc errors carry pages of detail; keep the cause
         raise EngineError(f"cannot reach Spark Connect endpoint {url}: {exc}") from exc
+
+
+SHIP_ENV = "PORTRAIT_SHIP_PACKAGE"
+
+
+def package_zip(folder: str | None = None) -> str:
+    """A zip of the ``portrait`` package and the ``jobs`` package, importable from ``sys.path``."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    import jobs
+    import portrait
+
+    out = Path(folder or tempfile.mkdtemp(prefix="portrait-artifact-")) / "portrait_pkg.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for package in (portrait, jobs):
+            root = Path(package.__file__).parent
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    zf.write(path, Path(root.name, path.relative_to(root)).as_posix())
+    return str(out)
+
+
+def ship_package(spark) -> bool:
+    """Send portrait's code with the session, so executors without portrait installed run its pandas functions.
+
+    Spark Connect's ``addArtifacts(pyfile=True)`` puts the zip on the Python
+    workers' path. A server that does not take artifacts (Sail runs Python
+    functions in its own processes, from the server's environment) is logged,
+    not fatal. PORTRAIT_SHIP_PACKAGE=0 turns it off.
+    """
+    if os.environ.get(SHIP_ENV, "1") == "0":
+        return False
+    try:
+        spark.addArtifacts(package_zip(), pyfile=True)
+    except Exception as exc:  # noqa: BLE001 - the server's refusal is reported, the run goes on
+        log.warning(
+            "the Spark Connect server did not take portrait's code as an artifact (%s); its workers need portrait installed",
+            " ".join(str(exc).split())[:200],
+        )
+        return False
+    return True
 
 
 def _check_reachable(url: str, timeout_seconds: float = 10.0) -> None:
