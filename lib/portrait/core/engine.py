@@ -7,8 +7,8 @@ Three engines, one job code path (DataFrame API + SQL over Spark Connect):
 * ``remote``: any Spark Connect endpoint, ``sc://host:port`` (a Spark 4 cluster
   with Delta, or a Sail cluster). Chosen by ``--remote`` or ``PORTRAIT_REMOTE``.
 * ``spark``: classic JVM Spark in local mode, opt-in with ``--engine spark`` /
-  ``PORTRAIT_ENGINE=spark``: with delta-spark where its jars can be fetched
-  from Maven, otherwise writing the same Delta tables through delta-rs
+  ``PORTRAIT_ENGINE=spark``: with delta-spark (the jars ``make jars`` fetched
+  into .cache/jars), otherwise writing the same Delta tables through delta-rs
   (``parquet_commit``).
 
 The session is a process-wide singleton: the CLI and Airflow tasks run several
@@ -220,7 +220,7 @@ DRIVER_MEMORY_ENV = "PORTRAIT_SPARK_DRIVER_MEMORY"
 
 
 def _start_classic():
-    """Classic JVM Spark in local mode: with delta-spark if its jars can be fetched from Maven.
+    """Classic JVM Spark in local mode with delta-spark: the jars of ``make jars``, else Ivy from Maven.
 
     Without them it runs plain and the catalog writes the same Delta tables
     through ``parquet_commit`` (Spark writes Parquet, delta-rs commits).
@@ -242,16 +242,24 @@ def _start_classic():
             built = built.config(key, value)
         return built
 
-    with_delta = (
-        builder()
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-    )
+    from portrait.core import servers
+
     try:
-        spark = configure_spark_with_delta_pip(with_delta).getOrCreate()
+        jars = servers.delta_jars()
+    except FileNotFoundError as exc:
+        jars = None
+        log.warning("%s: JVM Spark falls back to Ivy (spark.jars.packages)", exc)
+    with_delta = builder()
+    for key, value in servers.DELTA_CONF.items():
+        with_delta = with_delta.config(key, value)
+    try:
+        if jars:  # the jars `make jars` fetched, pinned in jvm-jars.txt
+            spark = with_delta.config("spark.jars", ",".join(jars)).getOrCreate()
+        else:
+            spark = configure_spark_with_delta_pip(with_delta).getOrCreate()
     except Exception as exc:  # noqa: BLE001 - the usual cause: Maven is unreachable
         log.warning(
-            "JVM Spark without delta-spark (its jars could not be fetched: %s); tables are written as Parquet and committed with delta-rs",
+            "JVM Spark without delta-spark (its jars could not be loaded: %s); tables are written as Parquet and committed with delta-rs",
             " ".join(str(exc).split())[:200],
         )
         try:
