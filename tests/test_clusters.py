@@ -191,3 +191,23 @@ def test_daily_run_on_jvm_spark_connect_with_delta_equals_embedded(history, embe
     lake = daily_run(history, tmp_path / "lake", remote=jvm_connect.url)
     assert Path(lake, "gold", "profile", "_delta_log").is_dir()
     assert_same_tables(published(lake), embedded)
+
+
+def test_the_shipped_zip_imports_portrait_where_it_is_not_installed(tmp_path):
+    """What addArtifacts sends: portrait and jobs import from the zip alone, in a Python without them."""
+    from portrait.core import engine
+
+    python = venv_without_portrait(tmp_path / "venv")
+    package = engine.package_zip(str(tmp_path))
+    probe = (
+        f"import sys; sys.path.insert(0, {package!r}); import portrait.clean.records, portrait.models, jobs.clean; print(portrait.__file__)"
+    )
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().startswith(package)
+
+
+def test_missing_jars_name_the_folder_and_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv(servers.JARS_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no delta-spark jar in .* \(run `make jars`"):
+        servers.delta_jars()
