@@ -142,6 +142,13 @@ def sail_cluster(tmp_path_factory):
 
 @pytest.mark.cluster
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="pysail 0.7.2 local-cluster: cleaning a date over an existing silver.addresses fails with "
+    "'ExtendedScalarUdf: no UDF found for round' (and for abs once round is written out): the driver cannot send "
+    "these scalar functions to its workers in that plan; strict, so a Sail that fixes it turns this red",
+)
 def test_daily_run_on_sail_local_cluster_equals_embedded(history, embedded, sail_cluster, tmp_path):
     lake = daily_run(history, tmp_path / "lake", remote=sail_cluster.url)
     log = sail_cluster.log_tail(10**7)
