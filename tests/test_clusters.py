@@ -142,15 +142,15 @@ def sail_cluster(tmp_path_factory):
 
 @pytest.mark.cluster
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="pysail 0.7.2 local-cluster: cleaning a date over an existing silver.addresses fails with "
-    "'ExtendedScalarUdf: no UDF found for round' (and for abs once round is written out): the driver cannot send "
-    "these scalar functions to its workers in that plan; strict, so a Sail that fixes it turns this red",
-)
 def test_daily_run_on_sail_local_cluster_equals_embedded(history, embedded, sail_cluster, tmp_path):
-    lake = daily_run(history, tmp_path / "lake", remote=sail_cluster.url)
+    try:
+        lake = daily_run(history, tmp_path / "lake", remote=sail_cluster.url)
+    except AssertionError as exc:
+        if "ExtendedScalarUdf: no UDF found for" in str(exc):
+            # pysail 0.7.2 local-cluster: cleaning a date over an existing silver.addresses cannot send `round`
+            # (nor `abs`, written out) to its workers; the comparison below runs once Sail does
+            pytest.xfail(f"known Sail cluster-mode limit: {str(exc).splitlines()[-3:]}")
+        raise
     log = sail_cluster.log_tail(10**7)
     assert "starting worker 1" in log.lower() or "worker 1" in log.lower(), log[-2000:]
     assert_same_tables(published(lake), embedded)
