@@ -194,6 +194,11 @@ def jvm_connect(tmp_path_factory):
 @pytest.mark.cluster
 @pytest.mark.jvm
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("PORTRAIT_TEST_JVM_CLUSTER") != "1",
+    reason="TODO: not yet seen to finish (on the loaded shared machine the clean stage alone took > 9 min); "
+    "run with PORTRAIT_TEST_JVM_CLUSTER=1 and time it before it joins make test",
+)
 def test_daily_run_on_jvm_spark_connect_with_delta_equals_embedded(history, embedded, jvm_connect, tmp_path):
     lake = daily_run(history, tmp_path / "lake", remote=jvm_connect.url)
     assert Path(lake, "gold", "profile", "_delta_log").is_dir()
