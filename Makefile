@@ -11,9 +11,9 @@ DEMO_DAYS ?= 30
 # DEMO_DAYS days end at DEMO_END; the history is cleaned up to the day before.
 DEMO_HISTORY_END ?= 2026-09-29
 
-.PHONY: install demo lint test test-fast lock clean
+.PHONY: install jars demo lint test test-fast lock clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed jars
 
 # Re-installs whenever the lock or pyproject.toml changes; the lock pins every package.
 # Editable in compat mode: plain paths in .pth files (the checkout for jobs/, lib/
@@ -29,6 +29,19 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --config-settings editable_mode=compat -e .
 	printf '%s\n' $(CURDIR)/lib > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/portrait-lib.pth
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null
+	touch $@
+
+# The JVM engines' jars (Delta Lake, ...), pinned in jvm-jars.txt, copied from Maven
+# Central into a folder this Makefile owns; fetched again only when the list changes.
+# The library finds them there (or wherever PORTRAIT_JARS points).
+JARS_DIR := .cache/jars
+jars: $(JARS_DIR)/.fetched
+
+$(JARS_DIR)/.fetched: jvm-jars.txt
+	rm -rf $(JARS_DIR) && mkdir -p $(JARS_DIR)
+	grep -Ev '^[[:space:]]*(#|$$)' jvm-jars.txt | while read -r coordinate; do \
+		mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy -Dartifact="$$coordinate" -DoutputDirectory=$(JARS_DIR) || exit 1; \
+	done
 	touch $@
 
 # A month of landing data; the days before the last are cleaned (the history a
@@ -66,4 +79,4 @@ lock: install
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock
 
 clean:
-	rm -rf $(VENV) $(DEMO_LAKE) .pytest_cache
+	rm -rf $(VENV) $(DEMO_LAKE) .pytest_cache $(JARS_DIR)

@@ -7,8 +7,8 @@ Three engines, one job code path (DataFrame API + SQL over Spark Connect):
 * ``remote``: any Spark Connect endpoint, ``sc://host:port`` (a Spark 4 cluster
   with Delta, or a Sail cluster). Chosen by ``--remote`` or ``PORTRAIT_REMOTE``.
 * ``spark``: classic JVM Spark in local mode, opt-in with ``--engine spark`` /
-  ``PORTRAIT_ENGINE=spark``: with delta-spark where its jars can be fetched
-  from Maven, otherwise writing the same Delta tables through delta-rs
+  ``PORTRAIT_ENGINE=spark``: with delta-spark (the jars ``make jars`` fetched
+  into .cache/jars), otherwise writing the same Delta tables through delta-rs
   (``parquet_commit``).
 
 The session is a process-wide singleton: the CLI and Airflow tasks run several
@@ -83,6 +83,7 @@ def get_spark(engine: str | None = None, remote: str | None = None):
         elif engine == "remote":
             _check_reachable(remote)
             _running = _Running(_connect(remote), "remote")
+            ship_package(_running.spark)
         else:
             _running = _Running(_start_classic(), "spark")
         atexit.register(stop)
@@ -137,6 +138,49 @@ def _connect(url: str):
         raise EngineError(f"cannot reach Spark Connect endpoint {url}: {exc}") from exc
 
 
+SHIP_ENV = "PORTRAIT_SHIP_PACKAGE"
+
+
+def package_zip(folder: str | None = None) -> str:
+    """A zip of the ``portrait`` package and the ``jobs`` package, importable from ``sys.path``."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    import jobs
+    import portrait
+
+    out = Path(folder or tempfile.mkdtemp(prefix="portrait-artifact-")) / "portrait_pkg.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for package in (portrait, jobs):
+            root = Path(package.__file__).parent
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    zf.write(path, Path(root.name, path.relative_to(root)).as_posix())
+    return str(out)
+
+
+def ship_package(spark) -> bool:
+    """Send portrait's code with the session, so executors without portrait installed run its pandas functions.
+
+    Spark Connect's ``addArtifacts(pyfile=True)`` puts the zip on the Python
+    workers' path. A server that does not take artifacts (Sail runs Python
+    functions in its own processes, from the server's environment) is logged,
+    not fatal. PORTRAIT_SHIP_PACKAGE=0 turns it off.
+    """
+    if os.environ.get(SHIP_ENV, "1") == "0":
+        return False
+    try:
+        spark.addArtifacts(package_zip(), pyfile=True)
+    except Exception as exc:  # noqa: BLE001 - the server's refusal is reported, the run goes on
+        log.warning(
+            "the Spark Connect server did not take portrait's code as an artifact (%s); its workers need portrait installed",
+            " ".join(str(exc).split())[:200],
+        )
+        return False
+    return True
+
+
 def _check_reachable(url: str, timeout_seconds: float = 10.0) -> None:
     """Fail in seconds with the address, instead of the client's minutes of silent retries."""
     host, _, port = url[len("sc://") :].split("/")[0].split(";")[0].rpartition(":")
@@ -176,7 +220,7 @@ DRIVER_MEMORY_ENV = "PORTRAIT_SPARK_DRIVER_MEMORY"
 
 
 def _start_classic():
-    """Classic JVM Spark in local mode: with delta-spark if its jars can be fetched from Maven.
+    """Classic JVM Spark in local mode with delta-spark: the jars of ``make jars``, else Ivy from Maven.
 
     Without them it runs plain and the catalog writes the same Delta tables
     through ``parquet_commit`` (Spark writes Parquet, delta-rs commits).
@@ -198,16 +242,24 @@ def _start_classic():
             built = built.config(key, value)
         return built
 
-    with_delta = (
-        builder()
-        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
-    )
+    from portrait.core import servers
+
     try:
-        spark = configure_spark_with_delta_pip(with_delta).getOrCreate()
+        jars = servers.delta_jars()
+    except FileNotFoundError as exc:
+        jars = None
+        log.warning("%s: JVM Spark falls back to Ivy (spark.jars.packages)", exc)
+    with_delta = builder()
+    for key, value in servers.DELTA_CONF.items():
+        with_delta = with_delta.config(key, value)
+    try:
+        if jars:  # the jars `make jars` fetched, pinned in jvm-jars.txt
+            spark = with_delta.config("spark.jars", ",".join(jars)).getOrCreate()
+        else:
+            spark = configure_spark_with_delta_pip(with_delta).getOrCreate()
     except Exception as exc:  # noqa: BLE001 - the usual cause: Maven is unreachable
         log.warning(
-            "JVM Spark without delta-spark (its jars could not be fetched: %s); tables are written as Parquet and committed with delta-rs",
+            "JVM Spark without delta-spark (its jars could not be loaded: %s); tables are written as Parquet and committed with delta-rs",
             " ".join(str(exc).split())[:200],
         )
         try:

@@ -1,0 +1,145 @@
+"""Spark Connect servers of several processes, started and stopped from Python (tests, bench, docs).
+
+* :func:`start_jvm_connect`: the JVM Spark Connect server of the pyspark wheel
+  (``spark-connect_2.13-4.2.0.jar``) with Delta Lake's extension and catalog and
+  the jars of ``make jars``; master ``local-cluster[N,C,MB]`` gives N executor
+  JVMs, each its own process.
+* :func:`start_sail_cluster`: ``sail spark server`` with ``SAIL_MODE=local-cluster``
+  (a driver scheduling tasks on worker processes that shuffle between them).
+
+Both listen on 127.0.0.1 on a free port, return once the port answers and stop
+the whole process group (executors and workers included).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+JARS_ENV = "PORTRAIT_JARS"
+
+
+def jars_dir() -> Path:
+    """Where ``make jars`` put the JVM jars (PORTRAIT_JARS overrides)."""
+    if os.environ.get(JARS_ENV):
+        return Path(os.environ[JARS_ENV])
+    return Path(__file__).resolve().parents[3] / ".cache" / "jars"
+
+
+def delta_jars() -> list[str]:
+    """The Delta Lake jars, or a clear error naming the folder and the command that fills it."""
+    found = sorted(str(p) for p in jars_dir().glob("*.jar"))
+    if not any("delta-spark" in Path(p).name for p in found):
+        raise FileNotFoundError(f"no delta-spark jar in {jars_dir()} (run `make jars`, or set {JARS_ENV} to a folder holding them)")
+    return found
+
+
+#: Delta Lake's SQL extension and catalog, as Delta's docs set them.
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server and every process it started (its process group)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def _start(cmd: list[str], env: dict, port: int, log_path: Path, timeout: float) -> Server:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"sc://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{cmd[0]} exited with {process.returncode} before answering on port {port}:\n{server.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"{cmd[0]} did not answer on port {port} within {timeout:.0f} s:\n{server.log_tail()}")
+
+
+def start_jvm_connect(
+    log_path: Path,
+    master: str = "local-cluster[2,1,2048]",
+    executor_python: str | None = None,
+    conf: dict | None = None,
+    timeout: float = 180.0,
+) -> Server:
+    """A JVM Spark Connect server with Delta Lake; ``executor_python`` is the executors' PYSPARK_PYTHON."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    port = free_port()
+    settings = {
+        **DELTA_CONF,
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.connect.grpc.maxInboundMessageSize": str(2**31 - 1),
+        "spark.ui.enabled": "false",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        **(conf or {}),
+    }
+    if master.startswith("local-cluster"):
+        # executors of local-cluster start from SPARK_HOME's jars only: give them the Delta jars too
+        settings["spark.executor.extraClassPath"] = ":".join(delta_jars())
+    cmd = [str(spark_home / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
+    cmd += ["--master", master, "--jars", ",".join(delta_jars())]
+    for key, value in settings.items():
+        cmd += ["--conf", f"{key}={value}"]
+    cmd.append("spark-internal")
+    python = executor_python or sys.executable
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "PYSPARK_PYTHON": python, "SPARK_LOCAL_IP": "127.0.0.1"}
+    env.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    return _start(cmd, env, port, log_path, timeout)
+
+
+def start_sail_cluster(log_path: Path, workers: int = 2, timeout: float = 60.0) -> Server:
+    """Sail in local-cluster mode: a driver and ``workers`` worker processes."""
+    port = free_port()
+    sail = Path(sys.executable).with_name("sail")
+    env = {
+        **os.environ,
+        "SAIL_MODE": "local-cluster",
+        "SAIL_CLUSTER__WORKER_INITIAL_COUNT": str(workers),
+        "SAIL_CLUSTER__WORKER_MAX_COUNT": str(workers),
+        "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+    }
+    return _start([str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)], env, port, log_path, timeout)
