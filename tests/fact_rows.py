@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
-from portrait.subprofiles import TagDictionary
+from portrait.tags.dictionary import TagDictionary
 
 D = date(2026, 7, 31)
 UTC_OFFSET_HOURS = 8  # Asia/Shanghai, no daylight saving

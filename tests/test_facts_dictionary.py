@@ -8,7 +8,7 @@ import pytest
 
 from portrait.core.config import Conf, ConfError
 from portrait.core.tables import Catalog
-from portrait.subprofiles import TagDictionary
+from portrait.tags.dictionary import TagDictionary
 from portrait.tags.docs import COMMAND, render
 from repo import REPO_ROOT
 

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
     tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
 
+    migrate = commands.add_parser("migrate", parents=[shared], help="add declared columns stored tables lack (nullable, history kept)")
+    migrate.add_argument("--dry-run", action="store_true", help="print what would be added, change nothing")
+
     rollback = commands.add_parser("rollback", parents=[shared], help="restore a table to an earlier Delta version (on-call)")
     rollback.add_argument("table", help="declared table name, e.g. silver.orders")
     rollback.add_argument("--version", type=int, required=True, help="the version to restore (see `portrait tables --history TABLE`)")
@@ -326,6 +329,19 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    """Add the declared columns each stored table lacks; refuse a type change or an undeclared stored column."""
+    from portrait.core.migrate import migrate
+    from portrait.core.tables import Catalog
+
+    done = migrate(Catalog(args.lake, _conf(args)), dry_run=args.dry_run)
+    for line in done:
+        print(line)
+    if not done:
+        print(f"every stored table in {args.lake} matches its declaration")
+    return 0
+
+
 def cmd_rollback(args) -> int:
     """Restore TABLE to --version as a new commit (history is kept, so a rollback can be rolled back)."""
     from portrait.core import maintenance
@@ -350,6 +366,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "segment": cmd_segment,
     "tables": cmd_tables,
+    "migrate": cmd_migrate,
     "rollback": cmd_rollback,
 }
 

@@ -2,9 +2,9 @@
 
 Each transform takes the silver rows known on the snapshot date ``D`` (the job
 in jobs/subprofiles.py does the reading), the date and the tag dictionary
-(conf/tags.yaml, :class:`TagDictionary`), and returns one row per user (per
+(conf/tags.yaml, :class:`portrait.tags.dictionary.TagDictionary`), and returns one row per user (per
 user and product line for ``product_line``) with the columns declared in
-conf/tables/profile.yaml. No I/O, no Python UDFs: one conditional aggregation
+conf/tables/profile.yaml (the tags' columns). No I/O, no Python UDFs: one conditional aggregation
 per input, so the whole user base is one pass.
 """
 
@@ -13,6 +13,5 @@ from portrait.subprofiles.consumption import consumption
 from portrait.subprofiles.interest import interest
 from portrait.subprofiles.product_line import product_line
 from portrait.subprofiles.social import social
-from portrait.tags.dictionary import TagDictionary
 
-__all__ = ["TagDictionary", "behavior", "consumption", "interest", "product_line", "social"]
+__all__ = ["behavior", "consumption", "interest", "product_line", "social"]

@@ -12,7 +12,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from portrait.clean.as_of import SilverAsOf
-from portrait.subprofiles import TagDictionary, behavior, consumption, interest, product_line, social
+from portrait.subprofiles import behavior, consumption, interest, product_line, social
+from portrait.tags.dictionary import TagDictionary
 
 
 def build_consumption(ctx) -> DataFrame:
