@@ -79,8 +79,9 @@ def test_run_refuses_then_migrate_adds_the_column_with_history_kept(spark, tmp_p
     assert "every stored table" in capsys.readouterr().out  # idempotent
 
     write(spark, lake, TABLE, new_rows, D2, grown_conf)
-    stored = {r["user_id"]: r["wishes_30d"] for r in grown.read(spark, TABLE).collect()}
-    assert stored == {"u1": None, "u2": 4}
+    stored = {r["user_id"]: (r["wishes_30d"], r["dt"], r["logins_30d"]) for r in grown.read(spark, TABLE).collect()}
+    assert stored == {"u1": (None, D1, 3), "u2": (4, D2, 3)}  # the new column is stored last; every value lands in its column
+    assert grown.read(spark, TABLE).columns[-2:] == ["dt", "wishes_30d"]
     before = grown.read(spark, TABLE, version=old_version)
     assert "wishes_30d" not in before.columns and [r["user_id"] for r in before.collect()] == ["u1"]
     assert DeltaTable(grown.spec(TABLE).path).history()[1]["operation"] == "ADD COLUMN"

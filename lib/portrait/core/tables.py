@@ -216,9 +216,8 @@ class Catalog:
             raise ValueError(f"unknown write mode {mode!r}; choose one of {', '.join(MODES)}")
         spec = self.spec(name)
         spec.check_schema(df)
-        df = df.select(*[f"`{c}`" for c in spec.columns])  # declared order: Sail appends by position
-        if self.exists(name):
-            self._check_stored_columns(spec)
+        order = self._check_stored_columns(spec) if self.exists(name) else list(spec.columns)
+        df = df.select(*[f"`{c}`" for c in order])  # the stored order (a migrated column is stored last): Sail appends by position
         self._ensure_table(spark, spec)
         native = parquet_commit.native_delta(spark)
         if mode == "append":
@@ -234,8 +233,8 @@ class Catalog:
         log.info("wrote %s (%s%s) -> version %s", name, mode, f" {partition_value}" if partition_value else "", version)
         return version
 
-    def _check_stored_columns(self, spec: TableSpec) -> None:
-        """Refuse to write a table whose stored columns differ from its declaration.
+    def _check_stored_columns(self, spec: TableSpec) -> list[str]:
+        """The stored column order; refuses to write a table whose stored columns differ from its declaration.
 
         Sail drops columns the stored table lacks without a word, so a column
         added to conf/tables after the table was created would be lost silently.
@@ -254,6 +253,7 @@ class Catalog:
                 else "declare the stored column(s) in conf/ or rebuild the table"
             )
             raise SchemaMismatch(f"table {spec.name} at {spec.path} {' and '.join(problems)}: {remedy} - nothing was written")
+        return stored
 
     def _ensure_table(self, spark, spec: TableSpec) -> None:
         """Create the empty table with its declared schema and partitioning on first write."""
