@@ -45,6 +45,7 @@ demo: install
 		|| (tail -40 $(DEMO_LAKE)/airflow-dags-test.log; exit 1)
 	@grep -E "DagRun Finished|state=" $(DEMO_LAKE)/airflow-dags-test.log | tail -1
 	$(BIN)/portrait show --sample --lake $(DEMO_LAKE)
+	@echo "explore it: $(BIN)/portrait users add me --role operator --lake $(DEMO_LAKE)  (prints a token), then $(BIN)/portrait serve --lake $(DEMO_LAKE) --port 8765 and log in at http://127.0.0.1:8765/"
 
 # Lint and format check first: a style slip fails in seconds, not after the suite.
 lint: install

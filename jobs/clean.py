@@ -55,7 +55,9 @@ def run(ctx: RunContext) -> list[Output]:
 
     def checked(source: str) -> tuple[DataFrame, DataFrame]:
         raw = read_raw_lines(spark, ctx.lake, source, dt)
-        return raw, check_contract(raw, contract["sources"][source], dt, tz, settings["future_tolerance_minutes"])
+        return raw, check_contract(
+            raw, contract["sources"][source], dt, tz, settings["future_tolerance_minutes"], contract.get("earliest_timestamp")
+        )
 
     def earlier_keys(table: str, key: str) -> DataFrame:
         since = dt - timedelta(days=settings["dedup_lookback_days"])

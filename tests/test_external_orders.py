@@ -15,6 +15,7 @@ from portrait.clean.external_orders import land_export, landing_orders, new_user
 from portrait.cli import main
 from portrait.core.config import Conf, ConfError
 from portrait.core.tables import Catalog
+from portrait.devtools.order_export import write_order_export
 from repo import REPO_ROOT
 
 D = date(2026, 9, 30)
@@ -104,3 +105,30 @@ def test_run_with_an_export_profiles_its_customers(spark, export, tmp_path):
     assert (landed.orders, landed.already_landed, landed.new_users) == (3, rows - 3, 0)
     lines = (tmp_path / "lake" / "landing" / "orders" / "dt=2026-10-01" / "external-orders.jsonl").read_text().splitlines()
     assert all(json.loads(line)["items"] == [] for line in lines)
+
+
+@pytest.mark.slow
+def test_a_long_export_trains_churn_and_publishes_every_layer(spark, tmp_path):
+    """Issue 14: an export of 39 weeks (user_id, ts, amount; 2,357 customers, 4,960 orders) on an empty lake.
+
+    Long enough for churn to train - the export above spans 60 days, too short,
+    which is how the suite missed the MergeError: every order lands on D, so
+    each past training snapshot is read as landed by D, not as known then.
+    """
+    export = write_order_export(tmp_path / "orders.csv")
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf_dir)
+    pipeline = yaml.safe_load((conf_dir / "pipeline.yaml").read_text(encoding="utf-8"))
+    pipeline["external_orders"]["columns"].update({"user_id": "user_id", "ts": "ts", "amount": "amount"})
+    (conf_dir / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, allow_unicode=True), encoding="utf-8")
+    conf, lake = Conf(conf_dir), str(tmp_path / "lake")
+    assert main(["run", "--date", str(D), "--orders", str(export), "--lake", lake, "--conf", str(conf_dir)]) == 0
+    catalog = Catalog(lake, conf)
+    registry = catalog.read(spark, "ops.model_registry").where(F.col("model") == "churn").toPandas()
+    assert len(registry) == 1
+    params = json.loads(registry["params"].iloc[0])
+    assert len(params["snapshots"]) >= 2 and params["training_rows"] > 1000
+    tags = catalog.read(spark, "profile.model_tags").where(F.col("dt") == F.lit(D)).toPandas()
+    assert len(tags) == 2357 and tags["churn_probability"].between(0, 1).all()
+    assert tags["p_alive"].notna().all()
+    assert catalog.read(spark, "gold.profile").count() == 2357  # the layers after the models published too

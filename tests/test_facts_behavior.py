@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, local_ts, tag_dictionary, users
-from portrait.subprofiles import behavior
+from portrait.subprofiles.behavior import behavior
 
 EVENTS = "user_id string, dt date, ts timestamp, event_type string, rating int, wait_minutes double"
 TZ = "Asia/Shanghai"

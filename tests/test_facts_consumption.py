@@ -10,8 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary, users
-from portrait.subprofiles import consumption
-from portrait.subprofiles.consumption import at_least_score, recency_score
+from portrait.subprofiles.consumption import at_least_score, consumption, recency_score
 
 ORDERS = "user_id string, dt date, amount double, coupon_amount double"
 REFUNDS = "user_id string, dt date, refund_amount double"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary, users
-from portrait.subprofiles import interest
+from portrait.subprofiles.interest import interest
 
 EVENTS = "user_id string, dt date, event_type string, category string"
 ITEMS = "user_id string, dt date, category string"

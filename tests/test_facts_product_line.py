@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary, users
-from portrait.subprofiles import product_line
+from portrait.subprofiles.product_line import product_line
 
 LINES = ["salad", "content", "video"]
 USAGE = "user_id string, dt date, product_line string"

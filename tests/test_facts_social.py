@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fact_rows import D, ago, by_user, check_declared_schema, tag_dictionary
-from portrait.subprofiles import social
+from portrait.subprofiles.social import social
 
 USERS = "user_id string, gender string, birth_year int, city string"
 ORDERS = "user_id string, dt date, address_id string"

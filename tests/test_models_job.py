@@ -171,3 +171,29 @@ def test_evaluate_command_prints_records_and_plots(spark, lake, capsys):
     assert (Path(path) / "ops" / "reports" / f"churn_{D}.png").is_file()
     metrics = Catalog(path, conf).read(spark, "ops.model_metrics").where(F.col("metric") == "truth_auc").toPandas()
     assert {"churn", "gender"} <= set(metrics["model"])
+
+
+def test_a_failing_model_leaves_its_columns_null_with_the_reason(spark, lake, monkeypatch):
+    """Issue 14: an error inside one model (here a pandas MergeError in churn training, a KeyError in occupation)
+    is that model's note, never the stage's trace; the other models score and the gate passes."""
+    from portrait.models import churn, occupation
+
+    def broken_merge(*args, **kwargs):
+        raise pd.errors.MergeError("incompatible merge keys [0] dtype('O') and <StringDtype(na_value=nan)>")
+
+    def broken_fit(*args, **kwargs):
+        raise KeyError("white_collar")
+
+    monkeypatch.setattr(churn, "train", broken_merge)
+    monkeypatch.setattr(occupation, "fit", broken_fit)
+    path, conf, _ = lake
+    day = D - timedelta(days=2)  # no churn model trained by then: training is due, and fails
+    result = run_stage(RunContext(spark, path, day, conf), "models")
+    skipped = result.notes["models_skipped"]
+    assert skipped["churn"].startswith("churn failed (MergeError): incompatible merge keys")
+    assert skipped["occupation"] == "occupation failed (KeyError): 'white_collar'"
+    assert set(result.notes["model_versions"]) == {"bgnbd", "gender", "taste", "sensitivity"}
+    tags = tags_of(spark, path, conf, day)
+    assert tags[["churn_probability", "p_white_collar", "p_student"]].isna().all().all()
+    assert tags["p_male"].notna().all() and tags["taste_fruit"].notna().all()
+    assert not (set(tags["model_versions"].map(dict).iloc[0]) & {"churn", "occupation"})

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from portrait.cli import main
-from portrait.core.config import Conf
+from portrait.core.config import Conf, ConfError
 from portrait.core.pipeline import RunContext, run_stage
 from portrait.core.tables import Catalog
 from portrait.segments import bitmaps
-from portrait.segments.rules import SegmentRuleError
 
 D0, D = date(2026, 8, 31), date(2026, 9, 1)
 OFFICE, OTHER_OFFICE = "上海市浦东新区世纪大道", "上海市徐汇区漕溪北路"
@@ -243,8 +242,8 @@ def broken_conf(tmp_path):
 def test_an_invalid_rule_stops_the_stage_and_the_cli(lake, spark, broken_conf, capsys):
     catalog, _, _ = lake
     versions = catalog.version("gold.segment_bitmaps")
-    with pytest.raises(
-        SegmentRuleError, match="segment vip_at_risk: unknown tag 'likely_to_chrun' \\(did you mean 'likely_to_churn'\\?\\)"
+    with pytest.raises(  # refused when the run's conf is validated, before any table is touched
+        ConfError, match="segment vip_at_risk: unknown tag 'likely_to_chrun' \\(did you mean 'likely_to_churn'\\?\\)"
     ):
         run_stage(RunContext(spark, catalog.lake, D, Conf(broken_conf)), "segments")
     assert catalog.version("gold.segment_bitmaps") == versions

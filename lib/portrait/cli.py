@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", parents=[shared], help="add declared columns stored tables lack (nullable, history kept)")
     migrate.add_argument("--dry-run", action="store_true", help="print what would be added, change nothing")
 
+    serve = commands.add_parser("serve", parents=[shared], help="the profile explorer and API on http://HOST:PORT (docs/explorer.md)")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
+    commands.add_parser("index", parents=[shared], help="rebuild the explorer's serving index from the latest master snapshot")
+    users = commands.add_parser("users", parents=[shared], help="explorer accounts: add (prints a token), remove, token (a new one)")
+    users.add_argument("action", choices=["add", "remove", "token", "list"])
+    users.add_argument("account", nargs="?")
+    users.add_argument("--role", default=None, help="add: a role of conf/explorer.yaml (operator sees personal fields, analyst not)")
+
     rollback = commands.add_parser("rollback", parents=[shared], help="restore a table to an earlier Delta version (on-call)")
     rollback.add_argument("table", help="declared table name, e.g. silver.orders")
     rollback.add_argument("--version", type=int, required=True, help="the version to restore (see `portrait tables --history TABLE`)")
@@ -356,6 +365,51 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from portrait.explorer import index
+    from portrait.explorer.app import create_app
+    from portrait.explorer.lake import Lake
+
+    conf = _conf(args)
+    state = index.ensure(Lake(args.lake, conf))
+    print(f"serving index: {state or 'none yet (no master snapshot)'}", file=sys.stderr)
+    print(f"portrait explorer on http://{args.host}:{args.port}/ (accounts: portrait users add NAME --role ROLE)", file=sys.stderr)
+    uvicorn.run(create_app(args.lake, conf), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from portrait.explorer import index
+    from portrait.explorer.lake import Lake
+
+    print(f"{index.index_path(args.lake)}: {index.build(Lake(args.lake, _conf(args)))}")
+    return 0
+
+
+def cmd_users(args) -> int:
+    from portrait.explorer.auth import Users
+
+    users = Users(args.lake, _conf(args).load("explorer")["roles"])
+    if args.action == "list":
+        for account, row in sorted(users.accounts().items()):
+            print(f"{account:<24} {row['role']:<12} created {row.get('created', '-')}")
+        return 0
+    if not args.account:
+        raise ValueError(f"users {args.action} needs an account name")
+    if args.action == "add":
+        if not args.role:
+            raise ValueError("users add needs --role (roles: " + ", ".join(users.roles) + ")")
+        print(users.add(args.account, args.role))
+    elif args.action == "token":
+        print(users.token(args.account))
+    else:
+        users.remove(args.account)
+        print(f"removed {args.account}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "generate": cmd_generate,
     "run": cmd_run,
@@ -368,6 +422,9 @@ COMMANDS = {
     "tables": cmd_tables,
     "migrate": cmd_migrate,
     "rollback": cmd_rollback,
+    "serve": cmd_serve,
+    "index": cmd_index,
+    "users": cmd_users,
 }
 
 if __name__ == "__main__":

@@ -24,16 +24,17 @@ class SilverAsOf:
 
     def __init__(self, ctx):
         self.spark, self.catalog, self.dt = ctx.spark, ctx.catalog, ctx.dt
+        self.known_on = getattr(ctx, "known_on", None) or ctx.dt  # landing cut-off: RunContext.known_on
         self.time_zone = ctx.conf.pipeline["time_zone"]
         self.stitch_lookback_hours = ctx.conf.pipeline["clean"]["stitch_lookback_hours"]
 
     def _facts(self, table: str, since: date | None) -> DataFrame:
-        known = self.catalog.read(self.spark, table).where((F.col("dt") <= F.lit(self.dt)) & (F.col("landing_dt") <= F.lit(self.dt)))
+        known = self.catalog.read(self.spark, table).where((F.col("dt") <= F.lit(self.dt)) & (F.col("landing_dt") <= F.lit(self.known_on)))
         return known if since is None else known.where(F.col("dt") >= F.lit(since))
 
     def users(self) -> DataFrame:
         """Each user's latest record landed by D, with the business date of registration."""
-        history = self.catalog.read(self.spark, "silver.users_history").where(F.col("dt") <= F.lit(self.dt))
+        history = self.catalog.read(self.spark, "silver.users_history").where(F.col("dt") <= F.lit(self.known_on))
         latest_landing = history.groupBy("user_id").agg(F.max("dt").alias("dt"))  # one version per user and landing day
         latest = history.join(latest_landing, ["user_id", "dt"])  # 30x faster on Sail 0.7.2 than max_by(struct(...), dt)
         return latest.withColumn("registered_dt", business_date("registered_at", self.time_zone))

@@ -10,7 +10,9 @@ missing_field       a required field is absent or null
 wrong_type          a field has another JSON type than declared (or an
                     unparseable timestamp, or a malformed array entry)
 unknown_value       a field with a declared value set holds something else
-out_of_range        a number below its declared ``min``
+out_of_range        a number outside its declared ``min`` / ``max`` (array
+                    entries: ``entry_bounds``), a timestamp before the
+                    contract's ``earliest_timestamp``
 future_timestamp    ``ts`` lies beyond the end of the landing day + tolerance
 ==================  ==========================================================
 
@@ -77,12 +79,39 @@ def _array_entries_schema(entry: dict) -> str:
     return "array<struct<" + ",".join(f"{k}:{_SPARK_TYPE[v]}" for k, v in entry.items()) + ">>"
 
 
-def check_contract(raw: DataFrame, source: dict, landing_dt: date, time_zone: str, future_tolerance_minutes: int) -> DataFrame:
+def _bound_rules(name: str, number: Column, decl: dict) -> list[Column]:
+    """A number below its declared ``min`` or above its ``max`` (an amount of 1e308 is not an order)."""
+    rules = []
+    if "min" in decl:
+        rules.append(F.when(number < decl["min"], F.concat(F.lit(f"{name} "), number.cast("string"), F.lit(f" is below {decl['min']}"))))
+    if "max" in decl:
+        rules.append(F.when(number > decl["max"], F.concat(F.lit(f"{name} "), number.cast("string"), F.lit(f" is above {decl['max']}"))))
+    return rules
+
+
+def _entry_tests(entry: str, bounds: dict) -> list[tuple]:
+    """(predicate over one array entry, words for the reason) for an entry field's declared bounds."""
+
+    def outside(compare, limit):
+        return lambda item: compare(item[entry], limit)  # one argument: Spark's exists() takes (entry) -> bool
+
+    tests = []
+    if "min" in bounds:
+        tests.append((outside(operator.lt, bounds["min"]), f"is below {bounds['min']}"))
+    if "max" in bounds:
+        tests.append((outside(operator.gt, bounds["max"]), f"is above {bounds['max']}"))
+    return tests
+
+
+def check_contract(
+    raw: DataFrame, source: dict, landing_dt: date, time_zone: str, future_tolerance_minutes: int, earliest: str | None = None
+) -> DataFrame:
     """Type the fields of each raw line and name the first contract rule it breaks.
 
     Input columns: source_file, line_no, raw_line. Output adds ``_v`` (the parsed
     variant, for source-specific fields), one typed column per declared field,
     and one column per rule (see :func:`add_rule` / :func:`resolve_rules`).
+    ``earliest``: no timestamp field may lie before it (conf/landing.yaml ``earliest_timestamp``).
     """
     fields: dict = source["fields"]
     df = raw.withColumn("_v", F.expr("try_parse_json(raw_line)"))
@@ -130,10 +159,18 @@ def check_contract(raw: DataFrame, source: dict, landing_dt: date, time_zone: st
                     F.concat(F.lit(f"{name} '"), text, F.lit(f"' is not one of {', '.join(map(str, decl['values']))}")),
                 )
             )
-        if "min" in decl:
-            number = json_value(path, "double")
+        below += _bound_rules(name, json_value(path, "double"), decl)
+        for entry, bounds in (decl.get("entry_bounds") or {}).items():
+            below += [
+                F.when(F.exists(value, predicate), F.lit(f"{name} has an entry whose {entry} {words}"))
+                for predicate, words in _entry_tests(entry, bounds)
+            ]
+        if declared == "timestamp" and earliest is not None:
             below.append(
-                F.when(number < decl["min"], F.concat(F.lit(f"{name} "), number.cast("string"), F.lit(f" is below {decl['min']}")))
+                F.when(
+                    value < F.lit(earliest).cast("timestamp"),
+                    F.concat(F.lit(f"{name} "), value.cast("string"), F.lit(f" UTC is before the earliest accepted {earliest}")),
+                )
             )
 
     rules = [

@@ -99,6 +99,15 @@ class RunContext:
     notes: dict = field(default_factory=dict)  # figures a stage reports (e.g. reconciliation)
     tables_read: dict | None = None  # given a dict (as the bench does), the job's reads are noted and counted
     stage: str = "adhoc"  # set by run_stage
+    # Landing cut-off of the silver reads (SilverAsOf), default dt. Churn training builds a past snapshot S
+    # that has no published partition with dt=S and known_on=D: the rows of business date <= S as landed by D,
+    # so a history landed at once (an export) still has its past (issue 14).
+    known_on: date | None = None
+
+    def __post_init__(self):
+        from portrait.core.validate import validate_once
+
+        validate_once(self.conf)  # a run checks every conf file before it touches a table
 
     @property
     def catalog(self) -> Catalog:

@@ -84,11 +84,14 @@ def expected_purchases(params: BGNBDParams, days: float, frequency, recency, age
     return (a + b + x - 1) / (a - 1) * (1 - tail) * p_alive(params, x, t_x, T)
 
 
-def fit(frequency, recency, age, penalty: float = 0.0) -> tuple[BGNBDParams, float]:
+def fit(frequency, recency, age, penalty: float = 0.0, counts=None) -> tuple[BGNBDParams, float]:
     """Maximum-likelihood parameters and the total log-likelihood at them (without the penalty).
 
     Customers with the same (x, t_x, T) are counted once with a weight, and
     the optimiser works on log-parameters so every candidate is positive.
+    ``counts`` (customers per row) lets the caller pass those distinct triples
+    directly: the job counts them on the engine, so the driver holds at most
+    one row per (x, t_x, T), however many customers there are.
 
     ``penalty`` > 0 adds ``penalty * sum(log(param / centre)^2)`` to the mean
     negative log-likelihood, the centre being r = a = b = 1 and alpha = the
@@ -102,9 +105,11 @@ def fit(frequency, recency, age, penalty: float = 0.0) -> tuple[BGNBDParams, flo
     parameters where the model still means something.
     """
     triples = np.column_stack(_arrays(frequency, recency, age))
-    if len(triples) == 0:
+    weights_in = np.ones(len(triples)) if counts is None else np.asarray(counts, dtype=float)
+    if len(triples) == 0 or weights_in.sum() <= 0:
         raise ValueError("no customers to fit")
-    unique, weights = np.unique(triples, axis=0, return_counts=True)
+    unique, inverse = np.unique(triples, axis=0, return_inverse=True)
+    weights = np.bincount(inverse.ravel(), weights=weights_in, minlength=len(unique))
     x, t_x, T = unique.T
     centre = np.log([1.0, max(float(np.average(T, weights=weights)), 1.0), 1.0, 1.0])
 

@@ -64,9 +64,14 @@ def labels(snapshots: pd.DataFrame, purchases: pd.DataFrame, horizon_days: int) 
     """
 
     def by_day(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+        # one key dtype on both sides whatever came in (object from an empty frame, str from Spark): issue 14's
+        # MergeError was an empty left side (object) against the purchases (str)
         return pd.DataFrame(
-            {"user_id": frame["user_id"].astype(str).to_numpy(), column: pd.to_datetime(frame["dt"]).to_numpy(dtype="datetime64[ns]")}
-        )
+            {
+                "user_id": pd.Series(frame["user_id"].to_numpy(), dtype=object).astype("str").to_numpy(),
+                column: pd.to_datetime(frame["dt"]).to_numpy(dtype="datetime64[ns]"),
+            }
+        ).astype({"user_id": "str"})
 
     left = by_day(snapshots, "snapshot").assign(dt=snapshots["dt"].to_numpy()).sort_values("snapshot")
     bought = by_day(purchases, "bought").sort_values("bought")
@@ -85,6 +90,33 @@ def training_set(features: pd.DataFrame, purchases: pd.DataFrame, horizon_days: 
     rows = features[complete]
     labelled = labels(rows[["user_id", "dt"]], purchases, horizon_days)
     return rows.assign(user_id=rows["user_id"].astype(str)).merge(labelled, on=["user_id", "dt"])
+
+
+def training_set_spark(features, purchases, horizon_days: int, known_until: date):
+    """:func:`training_set` on the engine: the feature rows (Spark) of customers at complete snapshots, with ``churned``.
+
+    ``purchases`` (Spark): user_id, dt of every order that counts as known
+    now. Each purchase day is set beside every snapshot (a handful) and
+    aggregated per (user, snapshot): a purchase on or before S makes a
+    customer, one in (S, S + N] means not churned.
+    """
+    from pyspark.sql import functions as F
+
+    rows = features.where(F.col("dt") <= F.lit(known_until - timedelta(days=horizon_days)))
+    snapshots = rows.select(F.col("dt").alias("snapshot")).distinct()
+    days = purchases.select(F.col("user_id").cast("string").alias("user_id"), F.col("dt").alias("day")).distinct()
+    day, snapshot = F.col("day"), F.col("snapshot")
+    marks = (
+        days.crossJoin(F.broadcast(snapshots))
+        .groupBy("user_id", "snapshot")
+        .agg(
+            F.max((day <= snapshot).cast("int")).alias("_customer"),
+            F.max(((day > snapshot) & (day <= F.date_add(snapshot, horizon_days))).cast("int")).alias("_back"),
+        )
+        .where(F.col("_customer") == 1)
+        .select("user_id", snapshot.alias("dt"), (1 - F.col("_back")).alias(LABEL))
+    )
+    return rows.withColumn("user_id", F.col("user_id").cast("string")).join(marks, ["user_id", "dt"])
 
 
 def time_split(training: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -127,6 +159,12 @@ def train(rows: pd.DataFrame, features: list[str], horizon_days: int, settings: 
     rows = training_sample(rows, settings["max_training_rows"], random_state)
     if rows[LABEL].nunique() < 2:
         raise ValueError("the training rows hold only one class; churn cannot be learnt from them")
+    # a feature no training row has (an order export has no app events: every behaviour column null) teaches
+    # nothing, and sklearn's binning fails on a column without one value ("window shape cannot be larger ...")
+    known = add_calendar(rows)[list(features)].notna().any()
+    features = [c for c in features if known[c]]
+    if not features:
+        raise ValueError("every churn feature is missing in the training rows")
     classifier = HistGradientBoostingClassifier(random_state=random_state, **settings["classifier"])
     estimator = CalibratedClassifierCV(classifier, method=settings["calibration"], cv=calibration_folds(rows, settings, random_state))
     with threadpool_limits(settings["threads"]):

@@ -104,18 +104,46 @@ def train(
     labelled = pd.DataFrame({"name": names.to_numpy(), "gender": genders.to_numpy()})
     labelled = labelled[labelled["gender"].isin([MALE, FEMALE])]
     labelled = labelled.assign(given=labelled["name"].map(lambda n: given_name(n, compound_surnames)))
-    chars = labelled.assign(char=labelled["given"].map(list)).explode("char").dropna(subset=["char"])
-    counts = _counts_by_gender(chars, "char").astype(float)
+    counts = labelled.groupby(["given", "gender"]).size().rename("users").reset_index()
+    return train_on_counts(counts, smoothing, prior, prior_weight, name_weight, min_name_users)
+
+
+def given_name_counts(users: pd.DataFrame, compound_surnames: frozenset[str] | set[str]) -> pd.DataFrame:
+    """Labelled users per (given, gender) of a batch of users (name, gender): what :func:`train_on_counts` needs.
+
+    The job runs it on the engine batch by batch and sums ``users`` there, so
+    the driver holds one row per distinct given name and gender, not per user.
+    """
+    labelled = users[users["gender"].isin([MALE, FEMALE])]
+    given = labelled["name"].map(lambda n: given_name(n, compound_surnames))
+    frame = pd.DataFrame({"given": given.to_numpy(dtype=object), "gender": labelled["gender"].to_numpy(dtype=object)})
+    return frame.groupby(["given", "gender"]).size().rename("users").reset_index().astype({"users": "int64"})
+
+
+def train_on_counts(
+    counts: pd.DataFrame,
+    smoothing: float = 1.0,
+    prior: pd.DataFrame | None = None,
+    prior_weight: float = 0.0,
+    name_weight: float = 0.0,
+    min_name_users: int = 2,
+) -> GenderModel:
+    """:func:`train` from labelled users per (given, gender, users): the sufficient statistics of the model."""
+    counts = counts[counts["gender"].isin([MALE, FEMALE]) & (counts["users"] > 0)]
+    chars = counts.assign(char=counts["given"].map(list)).explode("char").dropna(subset=["char"])
+    char_counts = chars.groupby(["char", "gender"])["users"].sum().unstack(fill_value=0).reindex(columns=[MALE, FEMALE], fill_value=0)
+    char_counts = char_counts.astype(float)
     if prior is not None and prior_weight > 0:
         pseudo = prior.set_index("char")[["male", "female"]].astype(float)
         pseudo = pseudo / pseudo.sum() * prior_weight
         pseudo.columns = [MALE, FEMALE]
-        counts = counts.add(pseudo, fill_value=0.0)
-    if counts.empty:
+        char_counts = char_counts.add(pseudo, fill_value=0.0)
+    if char_counts.empty:
         raise ValueError("no characters to learn from: no user with a reported gender and no prior")
-    log_p = np.log(counts + smoothing) - np.log(counts.sum() + smoothing * len(counts))
-    men, women = (labelled["gender"] == MALE).sum(), (labelled["gender"] == FEMALE).sum()
-    per_name = _counts_by_gender(labelled[labelled["given"].str.len() >= 2], "given")
+    log_p = np.log(char_counts + smoothing) - np.log(char_counts.sum() + smoothing * len(char_counts))
+    men, women = (counts.loc[counts["gender"] == g, "users"].sum() for g in (MALE, FEMALE))
+    named = counts[counts["given"].str.len() >= 2]
+    per_name = named.groupby(["given", "gender"])["users"].sum().unstack(fill_value=0).reindex(columns=[MALE, FEMALE], fill_value=0)
     per_name = per_name[per_name.sum(axis=1) >= min_name_users]
     return GenderModel(
         log_prior_odds=float(np.log(men + smoothing) - np.log(women + smoothing)),
@@ -123,11 +151,6 @@ def train(
         name_counts={name: (int(m), int(f)) for name, m, f in per_name.itertuples()},
         name_weight=float(name_weight),
     )
-
-
-def _counts_by_gender(frame: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Labelled users (or characters) per value of ``key``: columns M, F."""
-    return frame.groupby([key, "gender"]).size().unstack(fill_value=0).reindex(columns=[MALE, FEMALE], fill_value=0)
 
 
 def p_male(model: GenderModel, names: pd.Series, compound_surnames: frozenset[str] | set[str]) -> np.ndarray:

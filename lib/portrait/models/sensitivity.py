@@ -44,19 +44,39 @@ def user_totals(events: pd.DataFrame, value: str, weight: str | None = None) -> 
     return frame.groupby("user_id")[["n", "total", "total_sq"]].sum()
 
 
+def moments(totals: pd.DataFrame) -> dict[str, float]:
+    """Sums over users with events that fix :func:`fit_shrinkage`: the job computes the same on the engine (SQL)."""
+    totals = totals[totals["n"] > 0]
+    n, means = totals["n"], totals["total"] / totals["n"]
+    repeat = n > 1
+    return {
+        "users": float(len(totals)),
+        "n": float(n.sum()),
+        "total": float(totals["total"].sum()),
+        "mean_sum": float(means.sum()),
+        "mean_sq_sum": float((means**2).sum()),
+        "inverse_n_sum": float((1 / n).sum()),
+        "within_squares": float((totals["total_sq"] - totals["total"] ** 2 / n)[repeat].sum()),
+        "within_dof": float((n[repeat] - 1).sum()),
+    }
+
+
 def fit_shrinkage(totals: pd.DataFrame) -> Shrinkage:
     """Method of moments: between-user variance = variance of user means - within-user noise / n."""
-    totals = totals[totals["n"] > 0]
-    if totals.empty:
+    return fit_shrinkage_from_moments(moments(totals))
+
+
+def fit_shrinkage_from_moments(m: dict[str, float]) -> Shrinkage:
+    """:func:`fit_shrinkage` from the sums of :func:`moments` (users with events only)."""
+    if not m["users"]:
         raise ValueError("no user with any event to estimate a population mean from")
-    n, means = totals["n"].to_numpy(), (totals["total"] / totals["n"]).to_numpy()
-    mean = float(totals["total"].sum() / n.sum())
-    repeat = n > 1
-    squares = (totals["total_sq"] - totals["total"] ** 2 / totals["n"])[repeat]
-    within = squares.sum() / (n[repeat] - 1).sum() if repeat.any() else 0.0
-    between = np.mean((means - mean) ** 2) - within * np.mean(1 / n)
+    users = m["users"]
+    mean = m["total"] / m["n"]
+    within = m["within_squares"] / m["within_dof"] if m["within_dof"] > 0 else 0.0
+    spread = m["mean_sq_sum"] / users - 2 * mean * m["mean_sum"] / users + mean * mean
+    between = spread - within * m["inverse_n_sum"] / users
     strength = within / between if between > 0 else MAX_STRENGTH
-    return Shrinkage(mean, float(np.clip(strength, MIN_STRENGTH, MAX_STRENGTH)))
+    return Shrinkage(float(mean), float(np.clip(strength, MIN_STRENGTH, MAX_STRENGTH)))
 
 
 def shrink(totals: pd.DataFrame, shrinkage: Shrinkage, user_ids: pd.Series) -> pd.Series:
@@ -65,12 +85,17 @@ def shrink(totals: pd.DataFrame, shrinkage: Shrinkage, user_ids: pd.Series) -> p
     return (totals["total"] + shrinkage.strength * shrinkage.mean) / (totals["n"] + shrinkage.strength)
 
 
-def cheapness(items: pd.DataFrame) -> pd.Series:
-    """Per item line: share of its category's units sold at a higher price (ties half), in [0, 1]."""
-    units = items.groupby(["category", "price"])["qty"].sum().rename("units").reset_index()
-    units = units.sort_values(["category", "price"], ascending=[True, False])
+def cheapness_table(units: pd.DataFrame) -> pd.DataFrame:
+    """Per (category, price) with its ``units`` sold: the share of the category's units sold dearer (ties half)."""
+    units = units.sort_values(["category", "price"], ascending=[True, False]).copy()
     dearer = units.groupby("category")["units"].cumsum() - units["units"]
     units["cheapness"] = (dearer + units["units"] / 2) / units.groupby("category")["units"].transform("sum")
+    return units
+
+
+def cheapness(items: pd.DataFrame) -> pd.Series:
+    """Per item line: share of its category's units sold at a higher price (ties half), in [0, 1]."""
+    units = cheapness_table(items.groupby(["category", "price"])["qty"].sum().rename("units").reset_index())
     return items[["category", "price"]].merge(units, on=["category", "price"], how="left")["cheapness"].set_axis(items.index)
 
 

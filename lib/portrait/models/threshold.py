@@ -38,7 +38,7 @@ def profit_curve(
     order = np.argsort(-p, kind="stable")
     p_sorted = p[order]
     gain = np.concatenate([[0.0], np.cumsum(p_sorted * success_rate * values[order])])
-    thresholds = np.round(np.arange(0.0, 1.0 + step / 2, step), 10)
+    thresholds = grid(step)
     targeted = np.searchsorted(-p_sorted, -thresholds, side="right")  # users with p >= t
     curve = pd.DataFrame(
         {
@@ -54,6 +54,40 @@ def profit_curve(
         outcome = np.asarray(churned, dtype=float)[order]
         realised = np.concatenate([[0.0], np.cumsum(outcome * success_rate * values[order])])
         curve["realised_profit"] = realised[targeted] - curve["cost"]
+    return curve
+
+
+def grid(step: float) -> np.ndarray:
+    """The thresholds of the curve: 0, step, ..., 1."""
+    return np.round(np.arange(0.0, 1.0 + step / 2, step), 10)
+
+
+def profit_curve_from_bins(
+    bins: pd.DataFrame, retention_cost: float, success_rate: float, value: float, step: float = 0.01
+) -> pd.DataFrame:
+    """:func:`profit_curve` (one ``value`` for all) from per-bin sums: ``bin`` k holds the users with
+    grid[k] <= p < grid[k + 1] (p = 1 in the last), ``users`` how many and ``p_sum`` their probabilities' sum.
+
+    The job counts the bins on the engine, so the driver holds one row per threshold, not per user.
+    """
+    thresholds = grid(step)
+    users = np.zeros(len(thresholds))
+    p_sum = np.zeros(len(thresholds))
+    k = bins["bin"].to_numpy(dtype=int)
+    np.add.at(users, k, bins["users"].to_numpy(dtype=float))
+    np.add.at(p_sum, k, bins["p_sum"].to_numpy(dtype=float))
+    targeted = np.cumsum(users[::-1])[::-1]  # users with p >= t
+    saved = np.cumsum(p_sum[::-1])[::-1] * success_rate
+    curve = pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "targeted": targeted.astype(np.int64),
+            "expected_saved": saved,
+            "expected_revenue": saved * value,
+            "cost": targeted * retention_cost,
+        }
+    )
+    curve["expected_profit"] = curve["expected_revenue"] - curve["cost"]
     return curve
 
 

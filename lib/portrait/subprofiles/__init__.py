@@ -8,11 +8,3 @@ with the columns of conf/tables/profile.yaml, which are the tags' own
 (``tags_of:``). No I/O, no Python UDFs: one conditional aggregation per
 input, so the whole user base is one pass.
 """
-
-from portrait.subprofiles.behavior import behavior
-from portrait.subprofiles.consumption import consumption
-from portrait.subprofiles.interest import interest
-from portrait.subprofiles.product_line import product_line
-from portrait.subprofiles.social import social
-
-__all__ = ["behavior", "consumption", "interest", "product_line", "social"]

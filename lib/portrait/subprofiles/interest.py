@@ -73,8 +73,12 @@ def signals(events: DataFrame, order_items: DataFrame, signal_weights: dict) -> 
 
 
 def ranked_weights(scored: Column, top_score: Column) -> Column:
-    """Each category's score over the user's top score, highest weight first (ties by category name)."""
+    """Each category's score over the user's top score, highest weight first (ties by category name).
+
+    Weights equal to 12 decimals count as tied: a sum's last bits depend on the
+    order the engine adds in, and must not reorder the categories of a rerun.
+    """
     weighted = F.transform(
         scored, lambda c: F.struct(c["category"].alias("category"), (c["score"] / top_score).alias("weight"), c["score"].alias("score"))
     )
-    return F.coalesce(sorted_by(weighted, lambda c: [-c["weight"], c["category"]]), F.array().cast(WEIGHTS_TYPE))
+    return F.coalesce(sorted_by(weighted, lambda c: [-F.round(c["weight"], 12), c["category"]]), F.array().cast(WEIGHTS_TYPE))

@@ -12,7 +12,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from portrait.clean.as_of import SilverAsOf
-from portrait.subprofiles import behavior, consumption, interest, product_line, social
+from portrait.subprofiles.behavior import behavior
+from portrait.subprofiles.consumption import consumption
+from portrait.subprofiles.interest import interest
+from portrait.subprofiles.product_line import product_line
+from portrait.subprofiles.social import social
 from portrait.tags.dictionary import TagDictionary
 
 
