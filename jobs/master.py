@@ -14,9 +14,9 @@ from pyspark.sql import functions as F
 
 from portrait.clean.as_of import SilverAsOf
 from portrait.core.pipeline import Output, RunContext
-from portrait.master.merge import PRODUCT_LINES, SECTIONS, master_profile
+from portrait.master.merge import PROFILE, layout, master_profile
 
-PROFILE, SNAPSHOT = "gold.profile", "gold.profile_snapshot"
+SNAPSHOT = "gold.profile_snapshot"
 
 
 def run(ctx: RunContext) -> list[Output]:
@@ -25,12 +25,13 @@ def run(ctx: RunContext) -> list[Output]:
     def of_day(table: str):
         return catalog.read(ctx.spark, table).where(F.col("dt") == F.lit(ctx.dt))
 
+    sections = layout(catalog)
     df = master_profile(
         SilverAsOf(ctx).users(),
-        {table: of_day(table) for table in SECTIONS},
-        of_day(PRODUCT_LINES),
+        {table: of_day(table) for table in sections.sections},
+        {table: of_day(table) for table, _ in sections.nested.values()},
         ctx.dt,
-        list(catalog.spec(PROFILE).columns),
+        sections,
     )
     rows = ctx.materialize(df, "master")  # computed once, written twice
     ctx.notes["users"] = rows.count()

@@ -7,6 +7,7 @@ nulls by type for the rest.
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 from portrait.core.config import Conf
@@ -49,5 +50,6 @@ def write(spark, lake: str, table: str, rows: list[dict], dt: date, conf: Conf =
     """
     catalog = Catalog(lake, conf)
     scratch = f"{lake}/_scratch/{table}"
+    shutil.rmtree(scratch, ignore_errors=True)  # an overwrite keeps the old schema on Sail (a grown conf, tests/test_migrate.py)
     spark.createDataFrame(rows, catalog.spec(table).ddl).write.format("delta").mode("overwrite").save(scratch)
     catalog.write(spark, spark.read.format("delta").load(scratch), table, "partition", dt)

@@ -8,6 +8,7 @@ import pytest
 
 from portrait.core.config import Conf, ConfError
 from portrait.core.tables import Catalog
+from portrait.master import schema
 from portrait.tags.dictionary import TagDictionary
 from portrait.tags.docs import COMMAND, render
 from repo import REPO_ROOT
@@ -66,3 +67,29 @@ def test_a_broken_declaration_names_the_tag():
         TagDictionary(declarations)
     with pytest.raises(ConfError, match="tag vip_tier .* has no threshold 'gold'"):
         TagDictionary.load(Conf()).threshold("vip_tier", "gold")
+
+
+def test_the_profile_json_schema_is_up_to_date_with_the_dictionary(tags):
+    committed = (REPO_ROOT / "conf" / "schemas" / "profile.schema.json").read_text(encoding="utf-8")
+    assert committed == schema.render(tags), f"conf/schemas/profile.schema.json is out of date: run {schema.COMMAND}"
+
+
+def test_the_schema_takes_value_sets_from_the_dictionary_and_refuses_an_unlabelled_value():
+    declarations = copy.deepcopy(Conf().load("tags"))
+    declarations["tags"]["line_status"]["values"]["dormant"] = "a new status"
+    grown = TagDictionary(declarations, Conf().landing["categories"])
+    built = schema.build(grown)
+    lines = built["properties"]["产品线"]["additionalProperties"]["properties"]
+    assert lines["状态"]["enum"] == ["active", "at_risk", "lapsed", "unused", "dormant"]
+    assert grown.values("line_status") == ["active", "at_risk", "lapsed", "unused", "dormant"]
+    declarations["tags"]["activity_tag"]["values"]["dormant"] = "a new label with no Chinese name in render.py"
+    with pytest.raises(ConfError, match="tag activity_tag: value\\(s\\) dormant of conf/tags.yaml have no label"):
+        schema.build(TagDictionary(declarations, Conf().landing["categories"]))
+
+
+def test_columns_follow_the_dictionary_types_windows_and_categories(tags):
+    assert tags.column_types("spend") == dict.fromkeys(["spend_30d", "spend_30_20d", "spend_20_10d", "spend_10d", "spend_90d"], "double")
+    assert list(tags.column_types("taste_{category}")) == [f"taste_{c}" for c in Conf().landing["categories"]["salad"]]
+    assert tags.values("vip_tier") == ["regular", "vip", "super_vip"]
+    with pytest.raises(ConfError, match="tag city .* declares no `values:`"):
+        tags.values("city")

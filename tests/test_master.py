@@ -17,11 +17,12 @@ from pyspark.sql import functions as F
 from portrait.core.pipeline import RunContext, run_stage
 from portrait.core.tables import Catalog
 from portrait.gates import GateFailed, run_gate
-from portrait.master.merge import SECTIONS
+from portrait.master.merge import layout
 from portrait.master.render import ProfileNotFound, export_profiles, read_profile, schema
 from profile_rows import CONF, row, write
 
 D1, D2, D3 = date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 3)
+SECTIONS = list(layout(Catalog(".", CONF)).sections)
 LINES = CONF.landing["sources"]["events"]["fields"]["product_line"]["values"]
 
 

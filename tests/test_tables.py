@@ -131,7 +131,10 @@ def test_a_column_declared_after_the_table_was_created_is_refused_not_dropped(sp
     grown = {**TOY, "test.visits": {**TOY["test.visits"], "columns": {**TOY["test.visits"]["columns"], "coupon": "double"}}}
     later = Catalog(catalog.lake, declarations=grown)
     rows = visits(spark, [("v1", "u1", 2.0, "2026-07-02")]).withColumn("coupon", F.lit(0.5))
-    with pytest.raises(SchemaMismatch, match="test.visits at .* lacks declared column\\(s\\) coupon: migrate it first"):
+    with pytest.raises(
+        SchemaMismatch,
+        match="test.visits at .* lacks declared column\\(s\\) coupon: add the missing column\\(s\\) with `portrait migrate --lake ",
+    ):
         later.write(spark, rows, "test.visits", "append")
     assert catalog.version("test.visits") == version
 

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
     tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
 
+    migrate = commands.add_parser("migrate", parents=[shared], help="add declared columns stored tables lack (nullable, history kept)")
+    migrate.add_argument("--dry-run", action="store_true", help="print what would be added, change nothing")
+
     serve = commands.add_parser("serve", parents=[shared], help="the profile explorer and API on http://HOST:PORT (docs/explorer.md)")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, loopback only)")
@@ -340,6 +343,19 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    """Add the declared columns each stored table lacks; refuse a type change or an undeclared stored column."""
+    from portrait.core.migrate import migrate
+    from portrait.core.tables import Catalog
+
+    done = migrate(Catalog(args.lake, _conf(args)), dry_run=args.dry_run)
+    for line in done:
+        print(line)
+    if not done:
+        print(f"every stored table in {args.lake} matches its declaration")
+    return 0
+
+
 def cmd_rollback(args) -> int:
     """Restore TABLE to --version as a new commit (history is kept, so a rollback can be rolled back)."""
     from portrait.core import maintenance
@@ -409,6 +425,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "segment": cmd_segment,
     "tables": cmd_tables,
+    "migrate": cmd_migrate,
     "rollback": cmd_rollback,
     "serve": cmd_serve,
     "index": cmd_index,

@@ -30,6 +30,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 
 from portrait.core import parquet_commit, storage
 from portrait.core.config import Conf
@@ -128,7 +129,63 @@ class Catalog:
             if like == name or "columns_like" in self.declarations.get(like, {}):
                 raise KeyError(f"table {name!r}: columns_like must name a table with its own columns, not {like!r}")
             return dict(self.spec(like).columns)
-        return dict(decl["columns"])
+        return {column: kind for column, kind, _ in self.column_sources(name)}
+
+    def column_sources(self, name: str) -> list[tuple[str, str, tuple]]:
+        """``(column, type, source)`` of each column of ``name``, in order (conf/tables/README.md).
+
+        ``columns:`` is a mapping ``{column: type}`` or a list of entries, each
+        one of ``{column: type}``, ``{of_tag: TAG}`` and ``{tags_of: SUB_PROFILE}``
+        (the columns of conf/tags.yaml), ``{columns_of: TABLE}`` (another
+        table's columns but its partition columns and those already placed) and
+        ``{column: {array_of: TABLE}}`` (its rows nested, as in the master).
+        ``source`` is ``()``, ``("tag", TAG)``, ``("table", TABLE)`` or ``("array_of", TABLE)``.
+        """
+        entries = self.declarations[name].get("columns")
+        if entries is None:
+            raise KeyError(f"table {name!r} declares no columns")
+        if isinstance(entries, dict):  # the plain form: every key a column
+            return [(column, str(kind), ()) for column, kind in entries.items()]
+        placed: dict[str, tuple[str, tuple]] = {}
+
+        def place(column: str, kind: str, source: tuple) -> None:
+            if column in placed:
+                raise KeyError(f"table {name!r}: column {column!r} is declared twice (again by {source or 'its own entry'})")
+            placed[column] = (kind, source)
+
+        for entry in entries:
+            if not isinstance(entry, dict) or len(entry) != 1:
+                raise KeyError(f"table {name!r}: each entry of columns must be one `column: type` or one directive, not {entry!r}")
+            ((key, value),) = entry.items()
+            if key == "of_tag":
+                for column, kind in self.tags.column_types(value).items():
+                    place(column, kind, ("tag", value))
+            elif key == "tags_of":
+                listed = {source[1] for _, source in placed.values() if source[:1] == ("tag",)}
+                for tag in self.tags.tags_of(value):
+                    if tag not in listed:
+                        for column, kind in self.tags.column_types(tag).items():
+                            place(column, kind, ("tag", tag))
+            elif key == "columns_of":
+                inner = self.spec(value)
+                for column, kind in inner.columns.items():
+                    if column not in placed and column not in inner.partition_by:
+                        place(column, kind, ("table", value))
+            elif isinstance(value, dict) and set(value) == {"array_of"}:
+                inner = self.spec(value["array_of"])
+                keys = set(self.declarations[name].get("key") or ())
+                fields = [f"{c}:{k}" for c, k in inner.columns.items() if c not in keys and c not in inner.partition_by]
+                place(key, f"array<struct<{','.join(fields)}>>", ("array_of", value["array_of"]))
+            else:
+                place(key, str(value), ())
+        return [(column, kind, source) for column, (kind, source) in placed.items()]
+
+    @cached_property
+    def tags(self):
+        """The tag dictionary of this conf (imported here: the catalog derives profile columns from it)."""
+        from portrait.tags.dictionary import TagDictionary
+
+        return TagDictionary.load(self.conf)
 
     def names(self) -> list[str]:
         return list(self.declarations)
@@ -158,9 +215,8 @@ class Catalog:
             raise ValueError(f"unknown write mode {mode!r}; choose one of {', '.join(MODES)}")
         spec = self.spec(name)
         spec.check_schema(df)
-        df = df.select(*[f"`{c}`" for c in spec.columns])  # declared order: Sail appends by position
-        if self.exists(name):
-            self._check_stored_columns(spec)
+        order = self._check_stored_columns(spec) if self.exists(name) else list(spec.columns)
+        df = df.select(*[f"`{c}`" for c in order])  # the stored order (a migrated column is stored last): Sail appends by position
         self._ensure_table(spark, spec)
         native = parquet_commit.native_delta(spark)
         if mode == "append":
@@ -176,8 +232,8 @@ class Catalog:
         log.info("wrote %s (%s%s) -> version %s", name, mode, f" {partition_value}" if partition_value else "", version)
         return version
 
-    def _check_stored_columns(self, spec: TableSpec) -> None:
-        """Refuse to write a table whose stored columns differ from its declaration.
+    def _check_stored_columns(self, spec: TableSpec) -> list[str]:
+        """The stored column order; refuses to write a table whose stored columns differ from its declaration.
 
         Sail drops columns the stored table lacks without a word, so a column
         added to conf/tables after the table was created would be lost silently.
@@ -190,10 +246,13 @@ class Catalog:
         if missing or extra:
             problems = [f"lacks declared column(s) {', '.join(missing)}"] if missing else []
             problems += [f"has undeclared column(s) {', '.join(extra)}"] if extra else []
-            raise SchemaMismatch(
-                f"table {spec.name} at {spec.path} {' and '.join(problems)}: migrate it first "
-                f"(deltalake: DeltaTable(path).alter.add_columns(...)) or rebuild it - nothing was written"
+            remedy = (
+                f"add the missing column(s) with `portrait migrate --lake {self.lake}` (history kept)"
+                if missing and not extra
+                else "declare the stored column(s) in conf/ or rebuild the table"
             )
+            raise SchemaMismatch(f"table {spec.name} at {spec.path} {' and '.join(problems)}: {remedy} - nothing was written")
+        return stored
 
     def _ensure_table(self, spark, spec: TableSpec) -> None:
         """Create the empty table with its declared schema and partitioning on first write."""

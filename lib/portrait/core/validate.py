@@ -137,7 +137,10 @@ def problems(conf: Conf) -> list[str]:
         found += schema_problems(conf, name)
     if found:  # the cross-checks below assume the shapes the schemas promise
         return found
-    found += tag_problems(conf) + landing_problems(conf) + reference_problems(conf)
+    found += tag_problems(conf) + landing_problems(conf)
+    if found:  # the references below read table columns, which the tag dictionary derives (conf/tables tags_of:)
+        return found
+    found += reference_problems(conf)
     for check in (_tag_dictionary, _segments, _gates):
         try:
             check(conf)

@@ -11,6 +11,7 @@ third, small aggregation over the hours window.
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -29,7 +30,9 @@ from portrait.subprofiles.common import (
     with_days_ago,
     zero_if_missing,
 )
-from portrait.tags.dictionary import TagDictionary
+
+if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
+    from portrait.tags.dictionary import TagDictionary
 
 HOUR_TYPE = "array<struct<hour:int,events:bigint>>"
 

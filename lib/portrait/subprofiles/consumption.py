@@ -8,12 +8,15 @@ then plain column rules over those figures, with thresholds from the dictionary.
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portrait.subprofiles.common import count_in, days_between, first_match, ratio, snapshot_date, sum_in, with_days_ago, zero_if_missing
-from portrait.tags.dictionary import TagDictionary
+
+if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
+    from portrait.tags.dictionary import TagDictionary
 
 
 def consumption(users: DataFrame, orders: DataFrame, refunds: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:

@@ -11,12 +11,15 @@ normalisation, so weights stay in [0, 1] however many categories a user touches)
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portrait.subprofiles.common import DAYS_AGO, count_in, first_n, snapshot_date, sorted_by, with_days_ago, zero_if_missing
-from portrait.tags.dictionary import TagDictionary
+
+if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
+    from portrait.tags.dictionary import TagDictionary
 
 ORDER_ITEM = "order_item"  # the signal weight key of a line item of an order
 WEIGHTS_TYPE = "array<struct<category:string,weight:double,score:double>>"

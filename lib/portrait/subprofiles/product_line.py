@@ -9,12 +9,15 @@ orders on the line; intensity reads the line's share of the user's usage.
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from portrait.subprofiles.common import DAYS_AGO, count_in, days_between, first_match, snapshot_date, sum_in, with_days_ago, zero_if_missing
-from portrait.tags.dictionary import TagDictionary
+
+if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
+    from portrait.tags.dictionary import TagDictionary
 
 
 def product_line(

@@ -9,12 +9,15 @@ its POI type (office / school / residential) is what the occupation models read.
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portrait.subprofiles.common import days_between, first_match, first_n, snapshot_date, sorted_by, with_days_ago
-from portrait.tags.dictionary import TagDictionary
+
+if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
+    from portrait.tags.dictionary import TagDictionary
 
 ADDRESS_FIELDS = ("address_id", "place_name", "lat", "lon", "poi_type", "uses", "last_used_dt")
 ADDRESS_TYPE = "array<struct<address_id:string,place_name:string,lat:double,lon:double,poi_type:string,uses:bigint,last_used_dt:date>>"

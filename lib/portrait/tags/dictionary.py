@@ -22,8 +22,9 @@ REQUIRED = ("sub_profile", "type", "name_zh", "definition", "sources")
 class TagDictionary:
     """Tags, windows and sub-profiles of one conf directory."""
 
-    def __init__(self, declarations: dict):
+    def __init__(self, declarations: dict, categories: dict[str, list[str]] | None = None):
         self.declarations = declarations
+        self.categories = categories or {}  # conf/landing.yaml categories, for `for_each_category:`
         self.windows = {
             name: DayWindow(name, int(spec["from_days_ago"]), int(spec.get("to_days_ago", 0)), spec.get("description", ""))
             for name, spec in (declarations.get("windows") or {}).items()
@@ -36,7 +37,7 @@ class TagDictionary:
 
     @classmethod
     def load(cls, conf: Conf) -> TagDictionary:
-        return cls(conf.load("tags"))
+        return cls(conf.load("tags"), conf.landing.get("categories"))
 
     def problems(self) -> list[str]:
         """What is wrong with the declarations (empty when sound)."""
@@ -52,6 +53,10 @@ class TagDictionary:
                 found.append(f"tag {name}: unknown sub_profile {spec.get('sub_profile')!r}")
             named = list(spec.get("windows") or []) + ([spec["window"]] if "window" in spec else [])
             found += [f"tag {name}: unknown window {w!r}" for w in named if w not in self.windows]
+            if spec.get("type") != "strategy" and not spec.get("column_type"):
+                found.append(f"tag {name}: missing column_type (the Spark type of its column(s))")
+            if spec.get("for_each_category") and "{category}" not in name:
+                found.append(f"tag {name}: for_each_category needs {{category}} in the tag's name")
         return found
 
     # ------------------------------------------------------------------ lookups
@@ -107,9 +112,33 @@ class TagDictionary:
     # ------------------------------------------------------------- for readers
 
     def columns(self, tag: str) -> list[str]:
-        """The table columns a tag gives."""
+        """The table columns a tag gives: one per window, one per category, or the tag's name."""
         spec = self.tag(tag)
-        return [column for column, _ in self.windowed(tag)] if spec.get("windows") else [tag]
+        if spec.get("windows"):
+            return [column for column, _ in self.windowed(tag)]
+        if spec.get("for_each_category"):
+            each = spec["for_each_category"]
+            if each not in self.categories:
+                raise ConfError(f"tag {tag} in {TAGS_FILE}: for_each_category {each!r} is not a category list of conf/landing.yaml")
+            return [tag.format(category=c) for c in self.categories[each]]
+        return [tag]
+
+    def column_types(self, tag: str) -> dict[str, str]:
+        """``{column: Spark type}`` of one tag."""
+        return dict.fromkeys(self.columns(tag), self.tag(tag)["column_type"])
+
+    def tags_of(self, sub_profile: str) -> list[str]:
+        """The tags of a sub-profile, in the dictionary's order."""
+        if sub_profile not in self.sub_profiles:
+            raise ConfError(f"sub-profile {sub_profile!r} is not declared in {TAGS_FILE} (has: {', '.join(self.sub_profiles)})")
+        return [name for name, spec in self.tags.items() if spec["sub_profile"] == sub_profile]
+
+    def values(self, tag: str) -> list[str]:
+        """The allowed values of a label tag (its ``values:``), in declared order."""
+        values = self.tag(tag).get("values")
+        if not values:
+            raise ConfError(f"tag {tag} in {TAGS_FILE} declares no `values:`")
+        return [str(value) for value in values]
 
     def table_of(self, tag: str) -> str | None:
         return self.sub_profiles[self.tag(tag)["sub_profile"]].get("table")

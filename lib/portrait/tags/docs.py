@@ -64,6 +64,7 @@ def _tag_section(tags: TagDictionary, name: str) -> list[str]:
         f"**{tag['name_zh']}** ({tag['type']}) - {' '.join(tag['definition'].split())}",
         "",
         f"- window: {window}",
+        *([f"- column type: `{tag['column_type']}`"] if tag.get("column_type") else []),
         f"- sources: {', '.join(tag['sources'])}",
         f"- refresh: {tags.setting(name, 'refresh')}; owner: {tags.setting(name, 'owner')}",
     ]
