@@ -186,11 +186,11 @@ def test_the_stage_model_on_generated_users(generated_users, register):
         train["name"],
         train["gender"],
         surnames,
-        settings["smoothing"],
-        register,
-        settings["prior_weight"],
-        settings["name_weight"],
-        settings["min_name_users"],
+        smoothing=settings["smoothing"],
+        prior=register,
+        prior_weight=settings["prior_weight"],
+        name_weight=settings["name_weight"],
+        min_name_users=settings["min_name_users"],
     )
     p = gender.p_male(model, test["name"], surnames)
     male = (test["true_gender"] == "M").to_numpy()

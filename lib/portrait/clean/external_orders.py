@@ -24,9 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -41,13 +41,13 @@ REQUIRED = ("user_id", "ts", "amount")
 ORDERS_FILE, USERS_FILE = "external-orders.jsonl", "external-users.jsonl"
 
 
-@dataclass(frozen=True)
-class Landed:
+# What landing an export did: its rows, the orders landed, those landed by an earlier run, new customers.
+class Landed(NamedTuple):
     rows: int
     orders: int
     already_landed: int
     new_users: int
-    orders_file: str
+    orders_file: str  # where the orders landed: the clean stage reads them from there
 
     def __str__(self) -> str:
         return (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sysconfig
-from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -36,6 +35,20 @@ def default_conf_dir() -> Path:
 
 def default_lake() -> str:
     return os.environ.get(LAKE_ENV) or DEFAULT_LAKE
+
+
+class _Declaration:
+    """A conf file (``conf/NAME.yaml``) or folder (``conf/NAME/*.yaml``), parsed on first use and kept on the Conf."""
+
+    def __init__(self, name: str, folder: bool = False):
+        self.name, self.folder = name, folder
+
+    def __get__(self, conf, owner=None):
+        if conf is None:
+            return self
+        value = conf.load_dir(self.name) if self.folder else conf.load(self.name)
+        conf.__dict__[self.name] = value  # a plain attribute from now on, as functools.cached_property leaves it
+        return value
 
 
 class Conf:
@@ -74,22 +87,8 @@ class Conf:
                 merged[entry] = declaration
         return merged
 
-    @cached_property
-    def tables(self) -> dict:
-        return self.load_dir("tables")
-
-    @cached_property
-    def landing(self) -> dict:
-        return self.load("landing")
-
-    @cached_property
-    def pipeline(self) -> dict:
-        return self.load("pipeline")
-
-    @cached_property
-    def segments(self) -> dict:
-        return self.load("segments")
-
-    @cached_property
-    def gates(self) -> dict:
-        return self.load_dir("gates")
+    tables = _Declaration("tables", folder=True)
+    landing = _Declaration("landing")
+    pipeline = _Declaration("pipeline")
+    segments = _Declaration("segments")
+    gates = _Declaration("gates", folder=True)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as P
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse
 
-from portrait.explorer.api import NAME, USER_ID
+from portrait.explorer.api import Name, UserId
 from portrait.explorer.auth import Principal
 from portrait.explorer.details import NotFound
 
@@ -37,7 +37,7 @@ def router(principal, templates) -> APIRouter:
         return page(request, "search.html", who, q=q, found=found)
 
     @pages.get("/users/{user_id}", name="user")
-    def user(request: Request, user_id: str = P(pattern=USER_ID), dt: date | None = None, who: Principal = Depends(principal)):
+    def user(request: Request, user_id: UserId, dt: date | None = None, who: Principal = Depends(principal)):
         explorer = request.app.state.explorer
         profile = explorer.profile(user_id, who, dt)
         row = explorer.flat_row(user_id, date.fromisoformat(profile["快照日期"]))
@@ -54,13 +54,7 @@ def router(principal, templates) -> APIRouter:
         )
 
     @pages.get("/users/{user_id}/tags/{column}", name="user_tag")
-    def user_tag(
-        request: Request,
-        user_id: str = P(pattern=USER_ID),
-        column: str = P(pattern=NAME),
-        dt: date | None = None,
-        who: Principal = Depends(principal),
-    ):
+    def user_tag(request: Request, user_id: UserId, column: Name, dt: date | None = None, who: Principal = Depends(principal)):
         detail = request.app.state.explorer.tag_detail(user_id, column, who, dt)
         return page(request, "user_tag.html", who, d=detail)
 
@@ -69,7 +63,7 @@ def router(principal, templates) -> APIRouter:
         return page(request, "tags.html", who, tags=request.app.state.explorer.monitored_tags())
 
     @pages.get("/tags/{column}", name="tag")
-    def tag(request: Request, column: str = P(pattern=NAME), who: Principal = Depends(principal)):
+    def tag(request: Request, column: Name, who: Principal = Depends(principal)):
         return page(request, "tag.html", who, m=request.app.state.explorer.tag_monitoring(column))
 
     @pages.get("/segments")
@@ -95,7 +89,7 @@ def router(principal, templates) -> APIRouter:
     @pages.get("/segments/{name}", name="segment")
     def segment(
         request: Request,
-        name: str = P(pattern=NAME),
+        name: Name,
         dt: date | None = None,
         user_id: str = Query("", pattern=r"^([A-Za-z0-9_-]{1,64})?$"),
         who: Principal = Depends(principal),
@@ -106,7 +100,7 @@ def router(principal, templates) -> APIRouter:
         return page(request, "segment.html", who, s=s, lookup=lookup)
 
     @pages.get("/segments/{name}/members.csv", name="segment_export")
-    def segment_export(request: Request, name: str = P(pattern=NAME), dt: date | None = None, who: Principal = Depends(principal)):
+    def segment_export(request: Request, name: Name, dt: date | None = None, who: Principal = Depends(principal)):
         ids = request.app.state.explorer.members(name, dt)
         return PlainTextResponse(
             "user_id\n" + "".join(f"{u}\n" for u in ids),

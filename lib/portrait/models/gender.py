@@ -77,35 +77,24 @@ class GenderModel:
         )
 
 
-def train(
-    names: pd.Series,
-    genders: pd.Series,
-    compound_surnames: frozenset[str] | set[str],
-    smoothing: float = 1.0,
-    prior: pd.DataFrame | None = None,
-    prior_weight: float = 0.0,
-    name_weight: float = 0.0,
-    min_name_users: int = 2,
-) -> GenderModel:
+def train(names: pd.Series, genders: pd.Series, compound_surnames: frozenset[str] | set[str], **fit) -> GenderModel:
     """Fit on the users whose gender is M or F; the others are ignored.
 
-    ``prior`` (char, male, female counts) enters as ``prior_weight``
-    pseudo-characters per gender with its mix of characters, so rare ones are
-    not judged from a handful of users; with ``prior_weight`` 0 the model is
-    learnt from the data alone. The class prior comes from the labelled users
-    only: a register's share of men says how it was compiled, not who our
-    users are (ngender's register is two-thirds male characters, which made
-    P(male) 0.12 too high on average on generated users with 46 % men).
-    Given names of two characters or more and at least ``min_name_users``
-    labelled users keep their counts for the whole-name back-off of
-    :func:`p_male` (``name_weight`` k); a one-character name is its character,
-    whose users the character counts already hold.
+    ``fit``: the settings of :func:`train_on_counts` (smoothing, prior,
+    prior_weight, name_weight, min_name_users). ``prior`` (char, male, female
+    counts) enters as ``prior_weight`` pseudo-characters per gender with its mix
+    of characters, so rare ones are not judged from a handful of users; with
+    ``prior_weight`` 0 the model is learnt from the data alone. The class prior
+    comes from the labelled users only: a register's share of men says how it
+    was compiled, not who our users are (ngender's register is two-thirds male
+    characters, which made P(male) 0.12 too high on average on generated users
+    with 46 % men). Given names of two characters or more and at least
+    ``min_name_users`` labelled users keep their counts for the whole-name
+    back-off of :func:`p_male` (``name_weight`` k); a one-character name is its
+    character, whose users the character counts already hold.
     """
-    labelled = pd.DataFrame({"name": names.to_numpy(), "gender": genders.to_numpy()})
-    labelled = labelled[labelled["gender"].isin([MALE, FEMALE])]
-    labelled = labelled.assign(given=labelled["name"].map(lambda n: given_name(n, compound_surnames)))
-    counts = labelled.groupby(["given", "gender"]).size().rename("users").reset_index()
-    return train_on_counts(counts, smoothing, prior, prior_weight, name_weight, min_name_users)
+    users = pd.DataFrame({"name": names.to_numpy(), "gender": genders.to_numpy()})
+    return train_on_counts(given_name_counts(users, compound_surnames), **fit)
 
 
 def given_name_counts(users: pd.DataFrame, compound_surnames: frozenset[str] | set[str]) -> pd.DataFrame:
