@@ -10,7 +10,8 @@ publish: ``lib/pipeline.py``). What must hold is declared as data in
   process, one Spark data source, a whole-dataframe batch, and **one**
   ExpectationSuite validated in one pass per table. It returns a ``GateReport``.
 * ``record(spark, catalog, reports, dt)`` stores the reports of one gate stage in
-  ``ops.gate_results`` (idempotent per date, see its docstring).
+  ``ops.gate_results``, in the gate's own (dt, gate) partition (idempotent per
+  date, safe for gates running at once; see its docstring).
 * ``check(reports)`` raises ``GateFailed`` naming each failed expectation, its
   column, what was observed and the table.
 
@@ -398,10 +399,12 @@ _state: _GX | None = None
 
 
 def _import_gx():
+    # GX logs at INFO/WARNING about its own plumbing (214 "Skipping registering
+    # function" lines while importing; one module even pins INFO): quiet it
+    # before the import, and the pinned one after. The gate reports what matters.
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
 
-    # GX logs at INFO/WARNING about its own plumbing (one module even pins INFO);
-    # the gate reports what matters.
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return gx
@@ -692,15 +695,17 @@ def check(reports: list[GateReport]) -> None:
 def record(spark, catalog, reports: list[GateReport], dt) -> int | None:
     """Store the reports of one gate stage for ``dt`` in ops.gate_results; returns the table version.
 
-    Idempotent per date, and safe for several gates sharing a date's partition:
-    the rows already stored for ``dt`` are read (a few hundred at most, so they
-    are collected), those of every (gate, table) present in ``reports`` are
-    dropped, the new rows are added, and the ``dt`` partition is replaced in one
-    commit through the one writer (``Catalog.write(..., "partition", dt)``).
-    Rerunning a stage therefore replaces its own findings (also when an
-    expectation was removed from conf) and leaves other gates' rows and every
-    other date untouched. Stages of one date must not record concurrently
-    (the daily run executes them in order).
+    ops.gate_results is partitioned by (dt, gate): each gate owns its own
+    partition of a date, so gates of different stages record concurrently
+    without touching each other's rows. For each gate in ``reports`` the rows
+    already stored for (dt, gate) are read (a few hundred at most), those of
+    every table present in ``reports`` are dropped, the new rows are added, and
+    the (dt, gate) partition is replaced in one commit through the one writer
+    (``Catalog.write(..., "partition", {"dt": dt, "gate": gate})``). Rerunning
+    a stage therefore replaces its own findings (also when an expectation was
+    removed from conf) and leaves other gates' rows and every other date
+    untouched. A commit that loses a race with another gate's commit is
+    retried (``_commit_retrying``).
     """
     dt = _as_date(dt)
     if not reports:
@@ -709,14 +714,38 @@ def record(spark, catalog, reports: list[GateReport], dt) -> int | None:
     if stray:
         raise ValueError(f"record() for {dt} got reports of {', '.join(stray)}")
     spec = catalog.spec(GATE_RESULTS)
-    replaced = {(report.gate, report.table) for report in reports}
-    kept = []
-    if catalog.exists(GATE_RESULTS):
-        stored = catalog.read(spark, GATE_RESULTS).where(f"dt = DATE'{dt}'").collect()
-        kept = [tuple(row[c] for c in spec.columns) for row in stored if (row["gate"], row["table_name"]) not in replaced]
-    new = [tuple(row[c] for c in spec.columns) for report in reports for row in report.to_rows()]
-    df = spark.createDataFrame(kept + new, spec.ddl)
-    return catalog.write(spark, df, GATE_RESULTS, "partition", dt)
+    version = None
+    for gate in sorted({report.gate for report in reports}):
+        mine = [report for report in reports if report.gate == gate]
+        replaced = {report.table for report in mine}
+
+        def write(gate=gate, mine=mine, replaced=replaced):
+            kept = []
+            if catalog.exists(GATE_RESULTS):
+                stored = catalog.read(spark, GATE_RESULTS).where(f"dt = DATE'{dt}' AND gate = {_sql_literal(gate)}").collect()
+                kept = [tuple(row[c] for c in spec.columns) for row in stored if row["table_name"] not in replaced]
+            new = [tuple(row[c] for c in spec.columns) for report in mine for row in report.to_rows()]
+            df = spark.createDataFrame(kept + new, spec.ddl)
+            return catalog.write(spark, df, GATE_RESULTS, "partition", {"dt": dt, "gate": gate})
+
+        version = _commit_retrying(write, f"{GATE_RESULTS} {dt}/{gate}")
+    return version
+
+
+def _commit_retrying(write, what: str, attempts: int = 8):
+    """``write()``, again after a short random pause when it lost a commit race (another gate committed first)."""
+    import random
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried, see below
+            text = f"{type(exc).__name__}: {exc}".lower()
+            if attempt == attempts or not any(word in text for word in ("failed to commit", "conflict", "concurrent", "already exists")):
+                raise
+            log.info("%s: commit lost a race (%s); attempt %s of %s", what, type(exc).__name__, attempt + 1, attempts)
+            time.sleep(random.uniform(0.2, 1.0) * attempt)
+    raise AssertionError("unreachable")
 
 
 # --------------------------------------------------------------------------- data docs
