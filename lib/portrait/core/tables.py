@@ -148,11 +148,15 @@ class Catalog:
         if not self.exists(name):
             return spark.createDataFrame([], spec.ddl)
         if not parquet_commit.native_delta(spark):
-            return parquet_commit.read(spark, spec, version)
-        reader = spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
-        return reader.load(spec.path)
+            df = parquet_commit.read(spark, spec, version)
+        else:
+            reader = spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            df = reader.load(spec.path)
+        # declared order: a table partitioned by a column declared before others (ops.gate_results: gate)
+        # reads back with its partition columns last
+        return df.select(*[f"`{c}`" for c in spec.columns]) if spec.partition_by[1:] else df
 
     # ----------------------------------------------------------------- writing
 
