@@ -35,9 +35,15 @@ Settings (read by the tasks at run time, never at parse time):
           means embedded), else Connection ``portrait_spark_remote`` (type
           spark_connect), else env ``PORTRAIT_REMOTE`` / ``PORTRAIT_ENGINE``, else
           embedded Sail started inside the task process.
-* pools:  ``portrait`` (build / publish: engine processes at once) and
-          ``portrait_gates`` (1 slot: gates record a date's ops.gate_results
-          partition read-modify-write, so they must not run concurrently).
+* pool:   ``portrait`` (every task: engine processes at once). Gates of different
+          stages run in parallel: each records its own (dt, gate) partition of
+          ops.gate_results.
+
+Catch-up (docs/airflow.md): off by default. Unpausing the DAG schedules the
+latest business date only, however far back the start date lies; earlier dates
+are run on purpose with ``airflow backfill create`` (one date at a time, in
+order). ``PORTRAIT_FIRST_DATE`` (default 2026-07-01) is the earliest date a run
+or a backfill may have; ``PORTRAIT_CATCHUP=true`` turns Airflow's catch-up on.
 
 This file stays thin: it imports only Airflow's SDK and the stage registry
 (plain data); jobs, pyspark and the lake are touched inside tasks only.
@@ -69,13 +75,14 @@ from portrait.orchestration.tasks import (  # noqa: F401 - business_date, resolv
     run_step,
 )
 
-#: First business date the DAG processes (catch-up creates every date from here on).
+#: Earliest business date a run (scheduled or backfilled) may have.
 FIRST_BUSINESS_DATE = os.environ.get("PORTRAIT_FIRST_DATE", "2026-07-01")
+#: Off by default: the scheduler creates the latest date only; past dates go through `airflow backfill create`.
+CATCHUP = os.environ.get("PORTRAIT_CATCHUP", "false").strip().lower() in ("1", "true", "yes", "on")
 #: 02:00 Shanghai for the day before; the logical date is that day at 00:00 UTC (18 h earlier).
 SCHEDULE = CronTriggerTimetable("0 2 * * *", timezone=TIME_ZONE, interval=timedelta(hours=18))
 
 POOL = "portrait"
-GATE_POOL = "portrait_gates"
 EXECUTION_TIMEOUT = {BUILD: timedelta(minutes=60), GATE: timedelta(minutes=20), PUBLISH: timedelta(minutes=30)}
 DAGRUN_TIMEOUT = timedelta(hours=8)
 RETRIES = 3
@@ -88,7 +95,7 @@ MAX_RETRY_DELAY = timedelta(minutes=30)
 def _step_task(stage, step: str):
     @task(
         task_id=step,
-        pool=GATE_POOL if step == GATE else POOL,
+        pool=POOL,
         execution_timeout=EXECUTION_TIMEOUT[step],
         doc_md=f"**{stage.name} · {step}** — {stage.description}",
     )
@@ -103,7 +110,7 @@ with DAG(
     description="portrait: landing zone -> silver -> sub-profiles -> ... for one Asia/Shanghai business date",
     schedule=SCHEDULE,
     start_date=pendulum.parse(FIRST_BUSINESS_DATE, tz="UTC"),
-    catchup=True,
+    catchup=CATCHUP,
     max_active_runs=1,  # dates in order: a date reads the dates before it (dedup look-back, stitching)
     dagrun_timeout=DAGRUN_TIMEOUT,
     default_args={

@@ -52,7 +52,6 @@ DRIVER = textwrap.dedent(
 
         db.upgradedb()
         Pool.create_or_update_pool("portrait", 2, "portrait engine processes", include_deferred=False)
-        Pool.create_or_update_pool("portrait_gates", 1, "portrait gates: one at a time", include_deferred=False)
         Variable.set("portrait_lake", sys.argv[3])
         result["ok"] = True
     elif mode == "graph":
@@ -284,13 +283,12 @@ def test_dagbag_imports_and_task_graph_is_stages_with_their_gates(af):
     assert {task_id: set(t["downstream"]) for task_id, t in tasks.items()} == expected
 
     for task_id, t in tasks.items():
-        step = task_id.rsplit(".", 1)[1]
-        assert t["pool"] == ("portrait_gates" if step == "gate" else "portrait"), task_id
+        assert t["pool"] == "portrait", f"{task_id}: one pool; gates run in parallel"
         assert t["retries"] >= 1 and t["backoff"] > 1, f"{task_id}: engine errors must be retried with back-off"
         assert t["timeout"] and t["timeout"] <= 3600, f"{task_id}: needs an execution_timeout"
         assert t["callbacks"] >= 1, f"{task_id}: needs an on_failure_callback"
     dag = graph["dag"]
-    assert dag["catchup"] is True and dag["max_active_runs"] == 1 and dag["dagrun_timeout"] and dag["has_failure_callback"]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1 and dag["dagrun_timeout"] and dag["has_failure_callback"]
 
     # one run per business date: logical date = D 00:00 UTC, fired at 02:00 Shanghai on D+1
     assert graph["first_runs"][:2] == [
@@ -466,3 +464,212 @@ def test_publish_refuses_a_staged_copy_that_was_not_audited_failed_or_changed(tm
     with pytest.raises(StagingError, match="changed after its audit"):
         publish_staged(ctx, "clean")
     assert not _catalog(tmp_path).exists("ops.reconciliation")
+
+
+# --------------------------------------------------------------------------- under a real scheduler
+
+AIRFLOW = str(Path(PYTHON).with_name("airflow"))
+DOC = REPO / "docs" / "airflow.md"
+SCHEDULER_TIMEOUT = 300  # seconds for one run of the tiny lake under the scheduler
+
+
+#: Commands docs/airflow.md names in the text but that are no steps to run: the processes and the one never to use.
+NOT_STEPS = {"airflow scheduler", "airflow dag-processor", "airflow api-server", "airflow triggerer", "airflow standalone",
+             "airflow dags trigger --logical-date D"}  # fmt: skip
+
+
+def _doc_commands() -> tuple[dict[str, list[str]], set[str]]:
+    """The `airflow` commands of docs/airflow.md's code blocks by test block (``<!-- airflow-test: NAME -->``; else
+    "untested"), and those named inline in the text."""
+    import re
+
+    blocks: dict[str, list[str]] = {}
+    text = DOC.read_text()
+    for match in re.finditer(r"(?:<!-- airflow-test: (\w+) -->\n)?```bash\n(.*?)```", text, re.S):
+        name, body = match.group(1) or "untested", match.group(2).replace("\\\n", " ")
+        for line in body.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("airflow "):
+                blocks.setdefault(name, []).append(line)
+    inline = {" ".join(c.split()) for c in re.findall(r"`(airflow\s[^`]+)`", text)}
+    return blocks, inline
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _db(home: Path, query: str, *args) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(home / "airflow.db", timeout=30) as db:
+        return db.execute(query, args).fetchall()
+
+
+def _latest_scheduled_date(env) -> date:
+    """The business date the scheduler creates on unpausing (catch-up off): asked of the DAG's own timetable."""
+    probe = textwrap.dedent(
+        f"""
+        import sys
+        from airflow.dag_processing.dagbag import DagBag
+        from airflow.serialization.encoders import coerce_to_core_timetable
+        from airflow.timetables.base import TimeRestriction
+        dag = DagBag(dag_folder={str(DAGS)!r}).get_dag("portrait_daily")
+        info = coerce_to_core_timetable(dag.timetable).next_dagrun_info(
+            last_automated_data_interval=None, restriction=TimeRestriction(dag.start_date, None, dag.catchup))
+        print("DATE", info.logical_date.date(), dag.catchup)
+        """
+    )
+    proc = subprocess.run([PYTHON, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("DATE "))
+    _, found, catchup = line.split()
+    assert catchup == "False", "catch-up must be off by default"
+    return date.fromisoformat(found)
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_real_scheduler_runs_reruns_and_backfills_a_date(tmp_path):
+    """scheduler + dag-processor + api-server (LocalExecutor, SQLite): every command of docs/airflow.md, for real.
+
+    Unpausing schedules the latest business date only (catch-up off), it runs
+    to success; clearing ``clean.build`` with downstream reruns it to success;
+    the backfill commands of the doc create what they say. Every process
+    started is stopped (its process group).
+    """
+    import secrets
+    import signal
+    import time as clock
+
+    from portrait.devtools.generate import generate
+
+    blocks, inline = _doc_commands()
+    assert "untested" not in blocks, f"docs/airflow.md has airflow commands no test runs: {blocks.get('untested')}"
+    steps = {" ".join(c.split()) for commands in blocks.values() for c in commands}
+    assert inline - NOT_STEPS <= steps, f"docs/airflow.md names airflow commands no test runs: {inline - NOT_STEPS - steps}"
+    home, lake, logs = tmp_path / "home", tmp_path / "lake", tmp_path / "logs"
+    home.mkdir(), logs.mkdir()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PORTRAIT_"))}
+    env.update(
+        PATH=f"{Path(PYTHON).parent}:{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="4",
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(16),
+        AIRFLOW__API__SECRET_KEY=secrets.token_hex(16),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="2",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="300",
+        PORTRAIT_LAKE=str(lake),
+    )
+    env.update(LAKE=str(lake), TOKEN="not-a-real-token")
+
+    def run_block(name: str) -> list[str]:
+        outputs = []
+        for command in blocks[name]:
+            proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=180)
+            assert proc.returncode == 0, f"docs/airflow.md ({name}): `{command}` exit {proc.returncode}\n{proc.stderr[-3000:]}"
+            outputs.append(proc.stdout)
+        return outputs
+
+    def wait_for(what: str, predicate, timeout: float):
+        deadline = clock.monotonic() + timeout
+        while clock.monotonic() < deadline:
+            found = predicate()
+            if found:
+                return found
+            for proc in procs:
+                assert proc.poll() is None, f"{proc.args} exited ({proc.returncode}) while waiting for {what}; see {logs}"
+            clock.sleep(2)
+        pytest.fail(f"timed out after {timeout}s waiting for {what}; logs in {logs}")
+
+    def run_states():
+        return _db(home, "SELECT logical_date, state, run_type FROM dag_run WHERE dag_id = 'portrait_daily' ORDER BY logical_date")
+
+    def task_times(run_id=None):
+        rows = _db(home, "SELECT task_id, state, duration, try_number FROM task_instance WHERE dag_id = 'portrait_daily'")
+        return {task_id: (state, duration, tries) for task_id, state, duration, tries in rows}
+
+    started = clock.monotonic()
+    setup_out = run_block("setup")
+    d = _latest_scheduled_date(env)
+    env.update(D=str(d), D1=str(d.fromordinal(d.toordinal() - 1)))
+    generate(lake, users=100, days=2, seed=5, end_date=d)
+    assert "portrait" in setup_out[2] and str(lake) in setup_out[4]
+    connection = json.loads(setup_out[-1])
+    assert connection[0]["conn_type"] == "spark_connect" and connection[0]["host"] == "spark-connect.internal"
+
+    procs = []
+    try:
+        for name in ("scheduler", "dag-processor", "api-server"):
+            out = (logs / f"{name}.log").open("w")
+            procs.append(
+                subprocess.Popen([AIRFLOW, name], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        wait_for("the DAG to be parsed", lambda: _db(home, "SELECT 1 FROM dag WHERE dag_id = 'portrait_daily'"), 120)
+        booted = clock.monotonic()
+
+        run_block("start")  # unpause: catch-up off, so only the latest date is scheduled
+        wait_for("the scheduled run to finish", lambda: [r for r in run_states() if r[1] in ("success", "failed")], SCHEDULER_TIMEOUT)
+        first = clock.monotonic()
+        runs = run_states()
+        assert len(runs) == 1 and runs[0][0].startswith(str(d)) and runs[0][2] == "scheduled", runs
+        times = task_times()
+        assert runs[0][1] == "success", {t: s for t, s in times.items() if s[0] != "success"}
+        assert len(times) == len(_expected_task_ids())
+        _print_timings("first run", times, first - booted)
+        assert _rows(lake, "silver.orders", "landing_dt", d)
+        gate_rows = _rows(lake, "ops.gate_results", "dt", d)
+        assert {r["gate"] for r in gate_rows} == {s.name for s in STAGES if s.name in {r["gate"] for r in gate_rows}}
+        assert "clean" in {r["gate"] for r in gate_rows}
+        task_log = next(home.glob("logs/**/task_id=clean.build/**/*.log"), None)
+        if task_log is not None:
+            text = task_log.read_text(errors="replace")
+            assert "Skipping registering function" not in text
+            assert f"portrait clean.build dt={d} engine=sail rows=" in text, "the one-line summary of the task"
+
+        run_block("rerun")  # clear clean.build and everything downstream
+        wait_for("the cleared tasks to be picked up", lambda: task_times()["clean.build"][2] >= 2, 60)
+        wait_for("the rerun to finish", lambda: [r for r in run_states() if r[1] in ("success", "failed")], SCHEDULER_TIMEOUT)
+        rerun = clock.monotonic()
+        times = task_times()
+        assert run_states()[0][1] == "success", {t: s for t, s in times.items() if s[0] != "success"}
+        assert all(tries >= 2 for _, _, tries in times.values()), "clean.build with downstream is every task"
+        _print_timings("rerun after clear", times, rerun - first)
+
+        dry = run_block("backfill")[0] + run_block("reprocess")[0]
+        assert str(env["D1"]) in dry and str(d) in dry, dry
+        print(f"under the scheduler: boot {booted - started:.0f}s, total {clock.monotonic() - started:.0f}s")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _print_timings(what: str, times: dict, seconds: float) -> None:
+    kinds: dict[str, list[float]] = {}
+    for task_id, (_, duration, _) in times.items():
+        kinds.setdefault(task_id.rsplit(".", 1)[1], []).append(duration or 0.0)
+    per_kind = ", ".join(f"{k} {len(v)}x mean {sum(v) / len(v):.1f}s max {max(v):.1f}s" for k, v in sorted(kinds.items()))
+    print(f"{what}: {seconds:.0f}s wall; {per_kind}; load {os.getloadavg()[0]:.2f}")

@@ -224,3 +224,31 @@ def test_upserted_is_what_merge_into_leaves(spark):
     )
     always = {r.user_id: r.score for r in upserted(existing, updates, ("user_id",), None).collect() if r.user_id}
     assert always == {"a": 5.0, "b": 6.0, "c": 7.0, "d": 4.0, "e": 5.0}
+
+
+def test_a_partition_of_several_columns_is_replaced_alone(spark, tmp_path):
+    """ops.gate_results: each gate replaces its own (dt, gate) partition; other gates' rows stay; strays are refused."""
+    from datetime import datetime
+
+    from portrait.core.config import Conf
+    from portrait.core.tables import Catalog
+
+    gate_results = Catalog(str(tmp_path), Conf())
+    spec = gate_results.spec("ops.gate_results")
+    assert spec.partition_by == ("dt", "gate") and spec.run_partition == "dt"
+    day = date(2026, 7, 1)
+
+    def rows(gate, expectation):
+        return spark.createDataFrame([(gate, "t", expectation, "c", "x", True, datetime(2026, 7, 2), day)], spec.ddl)
+
+    for gate in ("clean", "behavior"):
+        gate_results.write(spark, rows(gate, "old"), "ops.gate_results", "partition", {"dt": day, "gate": gate})
+    gate_results.write(spark, rows("clean", "new"), "ops.gate_results", "partition", {"dt": day, "gate": "clean"})
+    stored = sorted((r["gate"], r["expectation"]) for r in gate_results.read(spark, "ops.gate_results").collect())
+    assert stored == [("behavior", "old"), ("clean", "new")]
+    with pytest.raises(
+        WriteRefused, match=r"rows with dt/gate = 2026-07-01/behavior in a write that replaces dt = 2026-07-01, gate = clean"
+    ):
+        gate_results.write(spark, rows("behavior", "stray"), "ops.gate_results", "partition", {"dt": day, "gate": "clean"})
+    with pytest.raises(WriteRefused, match="not among its partition_by"):
+        gate_results.write(spark, rows("clean", "x"), "ops.gate_results", "partition", {"dt": day, "table_name": "t"})

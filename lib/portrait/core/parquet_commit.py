@@ -50,11 +50,11 @@ def create(spark, spec) -> None:
     write_deltalake(spec.path, empty, mode="append", partition_by=list(spec.partition_by) or None)
 
 
-def commit(df, spec, mode: str, replace_partition: tuple[str, str] | None = None) -> None:
+def commit(df, spec, mode: str, replace_partition: list[tuple[str, str]] | None = None) -> None:
     """Write ``df`` as Parquet into the table and commit the files.
 
     ``mode`` is ``append`` or ``overwrite``; an overwrite replaces the partition
-    ``(column, value)`` given by ``replace_partition``, or the whole table.
+    given by ``replace_partition`` (``[(column, value), ...]``), or the whole table.
     """
     from deltalake import DeltaTable
     from deltalake.transaction import AddAction, CommitProperties
@@ -70,7 +70,7 @@ def commit(df, spec, mode: str, replace_partition: tuple[str, str] | None = None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     table = DeltaTable(spec.path)
-    filters = [(replace_partition[0], "=", replace_partition[1])] if replace_partition else None
+    filters = [(column, "=", value) for column, value in replace_partition] if replace_partition else None
     table.create_write_transaction(
         [AddAction(**action) for action in actions],
         mode,

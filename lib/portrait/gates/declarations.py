@@ -119,13 +119,13 @@ def run_date_values(conf: Conf, dt: date) -> dict[str, str]:
 def _sql_text(value: Any) -> str:
     """A referenced value as it reads inside SQL text: lists become ('a', 'b')."""
     if isinstance(value, (list, tuple, set)):
-        return "(" + ", ".join(_sql_literal(v) for v in value) + ")"
+        return "(" + ", ".join(sql_literal(v) for v in value) + ")"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _sql_literal(value: Any) -> str:
+def sql_literal(value: Any) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, bool):

@@ -62,10 +62,12 @@ _state: _GX | None = None
 
 
 def import_gx():
+    # GX logs at INFO/WARNING about its own plumbing (214 "Skipping registering
+    # function" lines while importing; one module even pins INFO): quiet it
+    # before the import, and the pinned one after. The gate reports what matters.
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import great_expectations as gx
 
-    # GX logs at INFO/WARNING about its own plumbing (one module even pins INFO);
-    # the gate reports what matters.
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return gx

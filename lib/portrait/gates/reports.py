@@ -12,10 +12,15 @@ Nothing here imports Great Expectations (``portrait.gates.gx`` is the adapter).
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from portrait.gates.declarations import as_date
+from portrait.gates.declarations import as_date, sql_literal
+
+log = logging.getLogger(__name__)
 
 GATE_RESULTS = "ops.gate_results"
 #: How many offending values / rows a finding quotes.
@@ -164,15 +169,17 @@ def check(reports: list[GateReport]) -> None:
 def record(spark, catalog, reports: list[GateReport], dt) -> int | None:
     """Store the reports of one gate stage for ``dt`` in ops.gate_results; returns the table version.
 
-    Idempotent per date, and safe for several gates sharing a date's partition:
-    the rows already stored for ``dt`` are read (a few hundred at most, so they
-    are collected), those of every (gate, table) present in ``reports`` are
-    dropped, the new rows are added, and the ``dt`` partition is replaced in one
-    commit through the one writer (``Catalog.write(..., "partition", dt)``).
-    Rerunning a stage therefore replaces its own findings (also when an
-    expectation was removed from conf) and leaves other gates' rows and every
-    other date untouched. Stages of one date must not record concurrently
-    (the daily run executes them in order).
+    ops.gate_results is partitioned by (dt, gate): each gate owns its own
+    partition of a date, so gates of different stages record concurrently
+    without touching each other's rows. For each gate in ``reports`` the rows
+    already stored for (dt, gate) are read (a few hundred at most), those of
+    every table present in ``reports`` are dropped, the new rows are added, and
+    the (dt, gate) partition is replaced in one commit through the one writer
+    (``Catalog.write(..., "partition", {"dt": dt, "gate": gate})``). Rerunning
+    a stage therefore replaces its own findings (also when an expectation was
+    removed from conf) and leaves other gates' rows and every other date
+    untouched. A commit that loses a race with another gate's commit is
+    retried (``_commit_retrying``).
     """
     dt = as_date(dt)
     if not reports:
@@ -181,11 +188,33 @@ def record(spark, catalog, reports: list[GateReport], dt) -> int | None:
     if stray:
         raise ValueError(f"record() for {dt} got reports of {', '.join(stray)}")
     spec = catalog.spec(GATE_RESULTS)
-    replaced = {(report.gate, report.table) for report in reports}
-    kept = []
-    if catalog.exists(GATE_RESULTS):
-        stored = catalog.read(spark, GATE_RESULTS).where(f"dt = DATE'{dt}'").collect()
-        kept = [tuple(row[c] for c in spec.columns) for row in stored if (row["gate"], row["table_name"]) not in replaced]
-    new = [tuple(row[c] for c in spec.columns) for report in reports for row in report.to_rows()]
-    df = spark.createDataFrame(kept + new, spec.ddl)
-    return catalog.write(spark, df, GATE_RESULTS, "partition", dt)
+    version = None
+    for gate in sorted({report.gate for report in reports}):
+        mine = [report for report in reports if report.gate == gate]
+        replaced = {report.table for report in mine}
+
+        def write(gate=gate, mine=mine, replaced=replaced):
+            kept = []
+            if catalog.exists(GATE_RESULTS):
+                stored = catalog.read(spark, GATE_RESULTS).where(f"dt = DATE'{dt}' AND gate = {sql_literal(gate)}").collect()
+                kept = [tuple(row[c] for c in spec.columns) for row in stored if row["table_name"] not in replaced]
+            new = [tuple(row[c] for c in spec.columns) for report in mine for row in report.to_rows()]
+            df = spark.createDataFrame(kept + new, spec.ddl)
+            return catalog.write(spark, df, GATE_RESULTS, "partition", {"dt": dt, "gate": gate})
+
+        version = _commit_retrying(write, f"{GATE_RESULTS} {dt}/{gate}")
+    return version
+
+
+def _commit_retrying(write, what: str, attempts: int = 8):
+    """``write()``, again after a short random pause when it lost a commit race (another gate committed first)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except Exception as exc:  # noqa: BLE001 - only commit conflicts are retried, see below
+            text = f"{type(exc).__name__}: {exc}".lower()
+            if attempt == attempts or not any(word in text for word in ("failed to commit", "conflict", "concurrent", "already exists")):
+                raise
+            log.info("%s: commit lost a race (%s); attempt %s of %s", what, type(exc).__name__, attempt + 1, attempts)
+            time.sleep(random.uniform(0.2, 1.0) * attempt)
+    raise AssertionError("unreachable")

@@ -133,37 +133,65 @@ def _deterministic_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+#: Third-party loggers whose INFO lines are plumbing, not news (GX logs 214 "Skipping registering function" per import).
+QUIET_LOGGERS = ("great_expectations", "py4j", "pyspark", "httpx", "urllib3", "grpc")
+
+
+def quiet_third_party_logs() -> None:
+    """Third-party INFO noise out of task logs (WARNING and worse still show)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_step(stage: str, step: str, context) -> dict:
-    """One task: build, gate or publish ``stage`` for the run's business date, then stop the engine."""
+    """One task: build, gate or publish ``stage`` for the run's business date, then stop the engine.
+
+    Ends with one log line: ``portrait <stage>.<step> dt=D engine=E rows=N seconds=S``.
+    """
+    import time
+
     from airflow.sdk.exceptions import AirflowFailException
 
+    from portrait import gates
     from portrait.core import engine, pipeline
     from portrait.core.config import Conf
     from portrait.gates.reports import GateFailed
 
+    started = time.perf_counter()
+    quiet_third_party_logs()
     logging.getLogger("portrait").setLevel(logging.INFO)
+    if step == GATE:
+        gates.preload()  # Great Expectations imports (seconds) while the engine starts
     dt = _context_date(context)
     lake, remote = resolve_lake(), resolve_remote()
     use_s3_connection(lake)
-    where = remote.split(";")[0] if remote else (os.environ.get("PORTRAIT_ENGINE") or "embedded sail")
-    log.info("portrait %s %s for business date %s on lake %s, engine %s", stage, step, dt, lake, where)
+    where = remote.split(";")[0] if remote else (os.environ.get("PORTRAIT_ENGINE") or "sail")
+    log.info("portrait %s.%s for business date %s on lake %s, engine %s", stage, step, dt, lake, where)
+    rows, outcome = None, "failed"
     try:
         spark = engine.get_spark(None, remote)
+        where = engine.current_engine() or where
         ctx = pipeline.RunContext(spark, lake, dt, Conf())
         if step == BUILD:
             manifest = pipeline.build_staged(ctx, stage)
+            rows = _staged_rows(ctx, manifest["staged_versions"])
+            outcome = "ok"
             return {"dt": str(dt), "staged": manifest["staged_versions"], "notes": _jsonable(manifest["notes"])}
         if step == GATE:
             reports = pipeline.audit_staged(ctx, stage)
             for report in reports:
                 log.info("%s", report.summary())
+            rows = _staged_rows(ctx, load_staged_versions(ctx, stage))
+            outcome = "ok"
             return {"dt": str(dt), "gates": {r.table: f"passed ({len(r.results)} expectations)" for r in reports}}
         if step == PUBLISH:
             versions = pipeline.publish_staged(ctx, stage)
-            log.info("stage %s for %s published %s", stage, dt, versions)
+            rows = _published_rows(ctx, versions)
+            outcome = "ok"
             return {"dt": str(dt), "published": versions}
         raise ValueError(f"unknown step {step!r}")
     except GateFailed as exc:
+        outcome = "gate failed"
         for report in exc.reports:
             (log.error if not report.success else log.info)("%s", report.summary())
         docs = _render_failed_gate_docs(ctx, exc)
@@ -176,6 +204,35 @@ def run_step(stage: str, step: str, context) -> dict:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}\n(no retry: a rerun would fail the same way)") from exc
     finally:
         engine.stop()  # client session first, then the in-process server: otherwise the task never exits
+        seconds = time.perf_counter() - started
+        log.info("portrait %s.%s dt=%s engine=%s rows=%s seconds=%.1f %s", stage, step, dt, where, rows, seconds, outcome)
+
+
+def load_staged_versions(ctx, stage: str) -> dict:
+    from portrait.core.pipeline import load_manifest
+
+    return load_manifest(ctx, stage)["staged_versions"]
+
+
+def _staged_rows(ctx, staged_versions: dict) -> int | None:
+    """Rows of the staged copy (from the Delta logs, no scan); None if they cannot be counted."""
+    try:
+        from portrait.core.pipeline import staging_catalog
+
+        staging = staging_catalog(ctx)
+        return sum(staging.rows_stored(table, version) for table, version in staged_versions.items())
+    except Exception:  # noqa: BLE001 - a figure for the log line only
+        log.debug("could not count staged rows", exc_info=True)
+        return None
+
+
+def _published_rows(ctx, versions: dict) -> int | None:
+    """Rows the publish commits wrote (from the Delta logs)."""
+    try:
+        return sum(ctx.catalog.rows_written(table, version) for table, version in versions.items() if version is not None)
+    except Exception:  # noqa: BLE001 - a figure for the log line only
+        log.debug("could not count published rows", exc_info=True)
+        return None
 
 
 def _render_failed_gate_docs(ctx, exc) -> str | None:
