@@ -172,11 +172,12 @@ def reads(spark, tmp_path_factory):
                 simulated[column] = noise.random(len(simulated))
         patch.setattr(jobs_models, "customer_features", lambda ctx, conf, s: spark.createDataFrame(simulated[simulated["dt"] == s]))
         ctx = RunContext(spark, lake, known, Conf())
-        model = jobs_models.train_churn(ctx, settings, purchases, snapshots)
-        reused, version, _ = jobs_models.churn_model(RunContext(spark, lake, known + timedelta(days=1), Conf()), settings, purchases)
+        orders = spark.createDataFrame(purchases[["user_id", "dt"]])  # the job reads purchases on the engine
+        model = jobs_models.train_churn(ctx, settings, orders, snapshots)
+        reused, version, _ = jobs_models.churn_model(RunContext(spark, lake, known + timedelta(days=1), Conf()), settings, orders)
         assert version == registry.version_for(known) and reused.features == model.features
-        probabilities = pd.Series(churn.score(model, simulated))
-        jobs_models.threshold_curve(ctx, settings, probabilities, version)
+        scored = spark.createDataFrame(pd.DataFrame({"churn_probability": churn.score(model, simulated)}))
+        jobs_models.threshold_curve(ctx, settings, scored, version)
         render(TagDictionary.load(Conf()))
     return recorded
 
