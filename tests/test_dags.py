@@ -450,7 +450,7 @@ def test_publish_refuses_a_staged_copy_that_was_not_audited_failed_or_changed(tm
         "notes": {},
         "audit": None,
     }
-    write = lambda: (ctx.staging_dir / "manifest.json").write_text(json.dumps(manifest))  # noqa: E731
+    write = lambda: (Path(ctx.staging_dir) / "manifest.json").write_text(json.dumps(manifest))  # noqa: E731
     write()
     with pytest.raises(StagingError, match="not audited"):
         publish_staged(ctx, "clean")
