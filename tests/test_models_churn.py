@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from portrait.core.config import Conf
+from portrait.core.tables import Catalog
 from portrait.models import churn, load_settings, registry
 
 CONF_SETTINGS = load_settings(Conf())["churn"]
@@ -24,9 +26,9 @@ def day(n: int) -> date:
 
 
 def test_conf_features_are_declared_sub_profile_columns():
-    tables = Conf().tables
+    catalog = Catalog(".", Conf())
     for table, columns in CONF_SETTINGS["features"].items():
-        missing = set(columns) - set(tables[table]["columns"])
+        missing = set(columns) - set(catalog.spec(table).columns)
         assert not missing, f"conf/models.yaml churn.features names {sorted(missing)}, which {table} does not declare"
 
 
@@ -177,7 +179,7 @@ def test_trained_model_round_trips_through_the_registry_artefact(tmp_path, train
     again = registry.load_fitted(str(tmp_path), "churn", "20260807")
     np.testing.assert_array_equal(churn.score(again, evaluation), churn.score(model, evaluation))
     assert (
-        json.loads((registry.artifact_dir(str(tmp_path), "churn", "20260807") / registry.PARAMS_FILE).read_text(encoding="utf-8"))[
+        json.loads((Path(registry.artifact_dir(str(tmp_path), "churn", "20260807")) / registry.PARAMS_FILE).read_text(encoding="utf-8"))[
             "features"
         ]
         == FEATURES

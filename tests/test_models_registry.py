@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -72,7 +73,7 @@ def test_artefacts_round_trip(lake):
     params = BGNBDParams(0.5, 10.0, 0.8, 3.0)
     folder = registry.save(lake, "bgnbd", "20260930", {"fitted": params.to_dict(), "log_likelihood": -12.5})
     assert folder == registry.artifact_dir(lake, "bgnbd", "20260930")
-    assert BGNBDParams.from_dict(json.loads((folder / registry.PARAMS_FILE).read_text(encoding="utf-8"))["fitted"]) == params
+    assert BGNBDParams.from_dict(json.loads((Path(folder) / registry.PARAMS_FILE).read_text(encoding="utf-8"))["fitted"]) == params
     registry.save(lake, "churn", "20260930", {"note": "pickled"}, fitted={"any": "object", "nan": math.inf})
     assert registry.load_fitted(lake, "churn", "20260930") == {"any": "object", "nan": math.inf}
     assert registry.version_for(date(2026, 9, 30)) == "20260930"

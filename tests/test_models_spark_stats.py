@@ -51,7 +51,7 @@ def test_gender_from_counts_equals_gender_from_users():
     names = pd.Series(["王国庆", "李国庆", "张婷婷", "赵婷婷", "欧阳娜娜", "刘爱华", "陈爱华", "周明"])
     genders = pd.Series(["M", "M", "F", "F", "F", "M", "F", None])
     surnames = frozenset(["欧阳"])
-    direct = gender.train(names, genders, surnames, 1.0, None, 0.0, 5.0, 2)
+    direct = gender.train(names, genders, surnames, smoothing=1.0, prior=None, prior_weight=0.0, name_weight=5.0, min_name_users=2)
     counts = gender.given_name_counts(pd.DataFrame({"name": names, "gender": genders}), surnames)
     halves = pd.concat([counts.iloc[:2], counts.iloc[2:]]).groupby(["given", "gender"], as_index=False)["users"].sum()
     assert gender.train_on_counts(halves, 1.0, None, 0.0, 5.0, 2) == direct
