@@ -28,6 +28,9 @@ from portrait.devtools.model_report import score_against_truth
 from portrait.models import load_settings
 from repo import REPO_ROOT
 
+# Its lake (600 users, 29 days of history cleaned) takes about 80 s to build: in `make test`, not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 D = date(2026, 9, 30)
 DAYS = 30
 SUB_PROFILES = ("consumption", "behavior", "interest", "social")
