@@ -335,6 +335,22 @@ def test_dag_test_runs_one_date_end_to_end(af):
     assert catalog.exists("ops.reconciliation")
 
 
+def with_negative_amounts(text: str) -> tuple[str, int]:
+    """Landing lines with every order's amount made negative (the gate must refuse them), and how many were."""
+    lines, broken = [], 0
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        if isinstance(record, dict) and isinstance(record.get("amount"), (int, float)):
+            record["amount"] = -abs(record["amount"]) - 1
+            broken += 1
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return "\n".join(lines) + "\n", broken
+
+
 def test_broken_input_fails_at_the_gate_and_publishes_nothing(af):
     """Every order of D2 has a negative amount: all quarantined, so the clean gate's quarantine ratio fails."""
     lake = af["lake"]
@@ -342,18 +358,9 @@ def test_broken_input_fails_at_the_gate_and_publishes_nothing(af):
     af["orders_backup"] = {path: path.read_bytes() for path in folder.glob("*.jsonl")}
     broken = 0
     for path, data in af["orders_backup"].items():
-        lines = []
-        for line in data.decode("utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                lines.append(line)
-                continue
-            if isinstance(record, dict) and isinstance(record.get("amount"), (int, float)):
-                record["amount"] = -abs(record["amount"]) - 1
-                broken += 1
-            lines.append(json.dumps(record, ensure_ascii=False))
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text, count = with_negative_amounts(data.decode("utf-8"))
+        path.write_text(text, encoding="utf-8")
+        broken += count
     assert broken > 0
     before = _versions(lake)
 

@@ -26,6 +26,7 @@ from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.pipeline import RunContext, stage_lock
 from portrait.core.tables import Catalog
+from test_dags import with_negative_amounts
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
@@ -205,20 +206,11 @@ def test_a_failed_gate_publishes_nothing_and_a_rerun_changes_no_other_date(lake)
     folder = storage.join(uri, "landing", "orders", f"dt={D2}")
     files = [storage.join(folder, name) for name in storage.list_dir(folder)]
     backup = {path: storage.read_bytes(path) for path in files}
-    broken = []
+    broken = 0
     for path, data in backup.items():
-        lines = []
-        for line in data.decode().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                lines.append(line)
-                continue
-            if isinstance(record, dict) and isinstance(record.get("amount"), (int, float)):
-                record["amount"] = -abs(record["amount"]) - 1
-                broken.append(1)
-            lines.append(json.dumps(record, ensure_ascii=False))
-        storage.write_text(path, "\n".join(lines) + "\n")
+        text, count = with_negative_amounts(data.decode())
+        storage.write_text(path, text)
+        broken += count
     assert broken
     before = _versions(uri)
     failed = _portrait("rerun", "--lake", uri, "--date", str(D2))
