@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a shop's order export (CSV or Parquet; columns mapped in conf/pipeline.yaml external_orders) "
         "landed as --date's orders before the run",
     )
+    run.add_argument(
+        "--dates-per-process",
+        type=int,
+        default=DATES_PER_PROCESS,
+        metavar="N",
+        help="a range longer than N dates runs N dates per child process, so its memory stays bounded "
+        "(the embedded engine's grows with every date a process runs; 0: all in this process; default: %(default)s)",
+    )
 
     rerun = commands.add_parser("rerun", parents=[shared, engine], help="redo one date from a stage (on-call)")
     rerun.add_argument("--date", type=_date, required=True)
@@ -183,15 +191,61 @@ def _dates(first: date, last: date | None) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def cmd_run(args) -> int:
-    from portrait.core import engine
-    from portrait.core.pipeline import RunContext, run_stage, stages_between
+#: Dates one process runs of a longer range (``portrait run --until``). The embedded engine's native
+#: memory grows by 70-90 MB with every date a process cleans (ARCHITECTURE.md) and gives none back, so a
+#: backfill of 90 dates in one process ended at several GB; in chunks of 10 it stays at what 10 dates take,
+#: for one engine start (about 3 s) per chunk.
+DATES_PER_PROCESS = 10
 
+
+def cmd_run(args) -> int:
     conf = _conf(args)
-    stages = stages_between(args.from_stage, getattr(args, "to_stage", None))
+    stages = stages_between_args(args)
     dates = _dates(args.date, getattr(args, "until", None))
     if getattr(args, "orders", None):
         _land_orders(args, conf, stages)
+    per_process = getattr(args, "dates_per_process", 0) or 0
+    if 0 < per_process < len(dates):
+        return _run_in_chunks(args, dates, per_process)
+    return _run_here(args, conf, stages, dates)
+
+
+def stages_between_args(args) -> list[str]:
+    from portrait.core.pipeline import stages_between
+
+    return stages_between(args.from_stage, getattr(args, "to_stage", None))
+
+
+def _run_in_chunks(args, dates: list[date], per_process: int) -> int:
+    """Run ``dates`` in child processes of ``per_process`` dates each, in order; stop at the first that fails."""
+    import subprocess
+
+    for first in range(0, len(dates), per_process):
+        chunk = dates[first : first + per_process]
+        command = [sys.executable, "-m", "portrait.cli", "run", "--date", str(chunk[0]), "--until", str(chunk[-1])]
+        command += ["--lake", args.lake, "--dates-per-process", "0"]
+        for flag, value in (
+            ("--conf", args.conf),
+            ("--from", args.from_stage),
+            ("--to", getattr(args, "to_stage", None)),
+            ("--engine", args.engine),
+            ("--remote", args.remote),
+        ):
+            if value:
+                command += [flag, str(value)]
+        if args.debug:
+            command.append("--debug")
+        done = subprocess.run(command)
+        if done.returncode != 0:
+            print(f"portrait run: the dates {chunk[0]} .. {chunk[-1]} failed; dates before {chunk[0]} are done", file=sys.stderr)
+            return done.returncode
+    return 0
+
+
+def _run_here(args, conf, stages: list[str], dates: list[date]) -> int:
+    from portrait.core import engine
+    from portrait.core.pipeline import RunContext, run_stage
+
     spark = engine.get_spark(args.engine, args.remote)
     with _progress() as bar:
         task = bar.add_task("daily run", total=len(dates) * len(stages))
@@ -214,8 +268,17 @@ def _land_orders(args, conf, stages: list[str]) -> None:
     print(land_export(args.orders, args.lake, args.date, conf))
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process and its children (a JVM engine), MiB."""
+    from portrait.devtools.backfill_memory import rss_mb
+
+    return rss_mb()
+
+
 def _report(console, result) -> None:
-    console.print(f"[bold]{result.dt} {result.stage}[/] published {len(result.versions)} tables in {result.seconds:.1f}s")
+    console.print(
+        f"[bold]{result.dt} {result.stage}[/] published {len(result.versions)} tables in {result.seconds:.1f}s, rss {_rss_mb():,.0f} MiB"
+    )
     for row in result.notes.get("reconciliation", []):
         mark = "ok" if row["balanced"] else "[red]UNBALANCED[/]"
         console.print(

@@ -48,6 +48,8 @@ class StageFigures:
     rows_out: int
     rows_per_second: float | None
     peak_rss_mb: float
+    floor_seconds: float | None = None  # the same reads and writes with pyarrow alone (devtools.floor)
+    times_floor: float | None = None  # seconds / floor_seconds
 
 
 class MemoryMeter:
@@ -117,6 +119,8 @@ def ensure_landing(lake: str, users: int, days: int, end: date, seed: int, conf:
 def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: str | None, conf: Conf, console=None) -> dict:
     from portrait.core import engine
     from portrait.core.pipeline import RunContext, run_stage, stage_names
+    from portrait.core.tables import Catalog
+    from portrait.devtools import floor
 
     def say(text: str) -> None:
         if console:
@@ -147,17 +151,34 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
         started = time.perf_counter()
         spark = engine.get_spark(engine_name)
         engine_seconds = time.perf_counter() - started
+        catalog = Catalog(lake_path, conf)
+        sources = list(conf.landing["sources"])
         for stage in stage_names():
+            versions_before = floor.table_versions(catalog)  # what the stage finds: the floor reads these versions
             meter.reset()
             ctx = RunContext(spark, lake, end, conf, tables_read={})  # counts what each stage reads
             result = run_stage(ctx, stage)
+            peak = meter.peak_mb
             landing = result.notes.get("reconciliation")  # clean reads landing files: the lines it read
             rows_in = sum(r["input_records"] for r in landing) if landing else sum(result.notes["rows_read"].values())
             rows_out = sum(result.notes["staged_rows"].values())
             rate = round((rows_in or rows_out) / result.seconds, 1) if result.seconds else None
-            figures.append(StageFigures(stage, round(result.seconds, 2), rows_in, rows_out, rate, meter.peak_mb))
+            least = floor.measure(catalog, stage, end, versions_before, ctx.tables_read, result.notes["staged_rows"], sources)
+            figures.append(
+                StageFigures(
+                    stage,
+                    round(result.seconds, 2),
+                    rows_in,
+                    rows_out,
+                    rate,
+                    peak,
+                    round(least.seconds, 3),
+                    _times(result.seconds, least.seconds),
+                )
+            )
             say(_row(figures[-1]))
     total = round(sum(f.seconds for f in figures), 2)
+    floor_total = round(sum(f.floor_seconds for f in figures), 3)
     return {
         "users": users,
         "days": days,
@@ -175,6 +196,8 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
         "engine_start_seconds": round(engine_seconds, 2),
         "stages": [asdict(f) for f in figures],
         "total_seconds": total,
+        "floor_seconds": floor_total,
+        "times_floor": _times(total, floor_total),
         "peak_rss_mb": max(f.peak_rss_mb for f in figures),
     }
 
@@ -199,16 +222,33 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def _times(seconds: float, floor_seconds: float) -> float | None:
+    """``seconds`` as a multiple of the floor (None where the floor is too small to divide by)."""
+    return round(seconds / floor_seconds, 1) if floor_seconds >= 0.001 else None
+
+
+def _multiple(times: float | None) -> str:
+    return f"{times:>7,.1f}x" if times is not None else f"{'-':>8}"
+
+
 def _row(f: StageFigures) -> str:
     rows_in = f"{f.rows_in:,}" if f.rows_in is not None else "-"
     rate = f"{f.rows_per_second:,.0f}" if f.rows_per_second else "-"
-    return f"{f.stage:<16} {f.seconds:>8.2f}s  in {rows_in:>12}  out {f.rows_out:>12,}  {rate:>12} rows/s  peak {f.peak_rss_mb:>8,.0f} MiB"
+    least = f"  floor {f.floor_seconds:>7.3f}s {_multiple(f.times_floor)}" if f.floor_seconds is not None else ""
+    return (
+        f"{f.stage:<16} {f.seconds:>8.2f}s  in {rows_in:>12}  out {f.rows_out:>12,}  {rate:>12} rows/s  peak {f.peak_rss_mb:>8,.0f} MiB"
+        + least
+    )
 
 
 def render(report: dict) -> str:
     lines = [f"portrait bench: {report['users']:,} users x {report['days']} days, date {report['date']}, engine {report['engine']}"]
     lines += [_row(StageFigures(**s)) for s in report["stages"]]
-    lines.append(f"{'total':<16} {report['total_seconds']:>8.2f}s  peak {report['peak_rss_mb']:,.0f} MiB")
+    total = f"{'total':<16} {report['total_seconds']:>8.2f}s  peak {report['peak_rss_mb']:,.0f} MiB"
+    if report.get("floor_seconds") is not None:
+        total += f"  floor {report['floor_seconds']:.3f}s ({_multiple(report['times_floor']).strip()} the floor)"
+    lines.append(total)
+    lines.append("floor: the stage's landing files and the table snapshots it read, and the rows it wrote, with pyarrow alone")
     lines.append(
         f"engine start {report['engine_start_seconds']:.1f}s (before the stages); set-up: models stage of the day before "
         f"{report['day_before_models_seconds']:.1f}s (it retrains churn when due, weekly)"
