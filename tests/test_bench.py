@@ -49,6 +49,13 @@ def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
     assert all(s["rows_out"] >= 0 and s["peak_rss_mb"] > 100 for s in report["stages"])
     assert all(s["rows_in"] > 0 for s in report["stages"])  # every later stage reads published tables
     assert report["total_seconds"] >= sum(s["seconds"] for s in report["stages"]) - 0.05
+    # the floor: the same reads and writes with pyarrow alone, per stage and in total, and the run as a multiple of it
+    for s in report["stages"]:
+        assert 0 < s["floor_seconds"] < s["seconds"], s
+        assert s["times_floor"] == pytest.approx(s["seconds"] / s["floor_seconds"], rel=0.05, abs=0.1), s
+    assert report["floor_seconds"] == pytest.approx(sum(s["floor_seconds"] for s in report["stages"]), abs=0.01)
+    assert report["times_floor"] == pytest.approx(report["total_seconds"] / report["floor_seconds"], rel=0.05)
+    assert "floor" in stdout and f"({report['times_floor']:,.1f}x the floor)" in stdout
     assert "total" in stdout and "clean" in stdout
     assert rerun["generate_seconds"] < 1.0  # the rerun reused the landing zone and the cleaned history
     # and the lake it leaves holds profiles `portrait show` can print
