@@ -37,6 +37,17 @@ def default_lake() -> str:
     return os.environ.get(LAKE_ENV) or DEFAULT_LAKE
 
 
+#: libyaml's parser where PyYAML was built with it (its wheels are): the same documents as SafeLoader,
+#: parsed about 5x faster. Every process (each Airflow task, each CLI call) parses the whole conf/ once
+#: for the run and again to validate it, which took over a second in pure Python.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(handle):
+    """``yaml.safe_load``, with libyaml when available."""
+    return yaml.load(handle, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+
+
 class _Declaration:
     """A conf file (``conf/NAME.yaml``) or folder (``conf/NAME/*.yaml``), parsed on first use and kept on the Conf."""
 
@@ -64,7 +75,7 @@ class Conf:
         path = self.dir / f"{name}.yaml"
         try:
             with path.open(encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
+                data = parse_yaml(handle)
         except FileNotFoundError:
             raise ConfError(f"missing declaration file {path}") from None
         except yaml.YAMLError as exc:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-import yaml
-
-from portrait.core.config import Conf, ConfError
+from portrait.core.config import Conf, ConfError, parse_yaml
 
 #: The conf files checked against a schema of their own.
 SCHEMA_FILES = ("pipeline", "landing", "models", "monitoring")
@@ -35,7 +33,7 @@ def schema_problems(conf: Conf, name: str) -> list[str]:
     import jsonschema
 
     with (conf.dir / "schemas" / f"{name}.schema.yaml").open(encoding="utf-8") as handle:
-        schema = yaml.safe_load(handle)
+        schema = parse_yaml(handle)
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     found = []
     for error in sorted(validator.iter_errors(conf.load(name)), key=lambda e: list(map(str, e.absolute_path))):
