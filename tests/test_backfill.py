@@ -44,6 +44,7 @@ def test_a_long_backfill_runs_in_chunks_of_processes_and_its_memory_stays_bounde
     rss = {date.fromisoformat(day): float(mb.replace(",", "")) for day, mb in REPORTED.findall(done.stdout)}
     assert sorted(rss) == [first + timedelta(days=n) for n in range(DATES)], done.stdout[-3000:]
     after = [rss[day] for day in sorted(rss)]
+    print("rss after each date (MiB):", after)  # shown with -s / -rA
     assert after[-1] <= after[PER_PROCESS - 1] + BOUND_MB, after  # the 6th date against the 2nd
     assert max(after) <= max(after[:PER_PROCESS]) + BOUND_MB, after
     # every date cleaned once, each balanced, as a date-by-date run leaves them
