@@ -80,10 +80,16 @@ STAGES: tuple[Stage, ...] = in_dependency_order(
             after=("aggregate",),
         ),
         Stage(
-            "interest", "jobs.subprofiles:run_interest", "dws + silver -> profile.interest (decayed category weights, top-N)", after=("aggregate",)
+            "interest",
+            "jobs.subprofiles:run_interest",
+            "dws + silver -> profile.interest (decayed category weights, top-N)",
+            after=("aggregate",),
         ),
         Stage(
-            "social", "jobs.subprofiles:run_social", "dws + silver -> profile.social (reported demographics, common addresses)", after=("aggregate",)
+            "social",
+            "jobs.subprofiles:run_social",
+            "dws + silver -> profile.social (reported demographics, common addresses)",
+            after=("aggregate",),
         ),
         Stage(
             "product_line",
