@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from deltalake import DeltaTable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portrait.clean.as_of import SilverAsOf
 from portrait.clean.identity import read_attributed_events
+from portrait.core import storage
 
 ORDER_ITEM = "order_item"  # the signal of a line item of an order that counts (conf/tags.yaml interest_weights)
 
@@ -194,6 +196,7 @@ class DailyAsOf:
             rows = self.catalog.read(self.spark, LANDINGS).where(F.col("landing_dt") <= F.lit(cutoff)).select("landing_dt").collect()
             built = sorted(row["landing_dt"] for row in rows)
         self.built = built
+        self._landing_dates: dict[str, set[date]] = {}
 
     # ------------------------------------------------------------- which landing dates come from where
 
@@ -207,9 +210,29 @@ class DailyAsOf:
         condition = F.col("landing_dt").between(F.lit(first), F.lit(last))
         return condition & ~F.col("landing_dt").isin(*gaps) if gaps else condition
 
-    def _not_built(self, df: DataFrame) -> DataFrame:
-        built = self._built()
-        return df if built is None else df.where(~built)
+    def _not_built(self, df: DataFrame, silver_table: str, cutoff: date) -> DataFrame:
+        """The rows of ``df`` (read from ``silver_table``) of landing dates <= cutoff that the dws tables lack.
+
+        Which landing dates silver holds comes from its Delta log (no engine
+        query); when the dws tables hold them all, an empty frame: the plan
+        reads nothing of silver.
+        """
+        have = set(self.built)
+        missing = sorted(day for day in self._landed(silver_table) if day <= cutoff and day not in have)
+        if not missing:
+            return _empty(self, silver_table).select(*df.columns)
+        return df.where(F.col("landing_dt").isin(*missing))
+
+    def _landed(self, silver_table: str) -> set[date]:
+        if silver_table not in self._landing_dates:
+            found = set()
+            if self.catalog.exists(silver_table):
+                path = self.catalog.spec(silver_table).path
+                found = {
+                    date.fromisoformat(p["landing_dt"]) for p in DeltaTable(path, storage_options=storage.delta_options(path)).partitions()
+                }
+            self._landing_dates[silver_table] = found
+        return self._landing_dates[silver_table]
 
     def _stored(self, table: str, since: date | None, cutoff: date) -> DataFrame | None:
         built = self._built()
@@ -227,17 +250,17 @@ class DailyAsOf:
     # ------------------------------------------------------------- raw rows the dws tables do not hold
 
     def _orders(self, since: date | None) -> DataFrame:
-        return self._not_built(self.silver.orders(since))
+        return self._not_built(self.silver.orders(since), "silver.orders", self.known_on)
 
     def _items(self, since: date | None) -> DataFrame:
-        return self._not_built(self.silver.order_items(since))
+        return self._not_built(self.silver.order_items(since), "silver.order_items", self.known_on)
 
     def _events(self, since: date | None) -> DataFrame:
         """Events of unbuilt landing dates with a user_id, and every anonymous event attributed as known on D."""
         known = self.catalog.read(self.spark, "silver.events").where(
             F.col("user_id").isNotNull() & (F.col("dt") <= F.lit(self.dt)) & (F.col("landing_dt") <= F.lit(self.dt))
         )
-        known = self._not_built(known if since is None else known.where(F.col("dt") >= F.lit(since)))
+        known = self._not_built(known if since is None else known.where(F.col("dt") >= F.lit(since)), "silver.events", self.dt)
         silver = self.silver
         anonymous = read_attributed_events(
             self.spark, self.catalog, silver.stitch_lookback_hours, until=self.dt, since=since, anonymous_only=True
