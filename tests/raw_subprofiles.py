@@ -10,11 +10,12 @@ known on D exactly as lib/portrait/subprofiles/snapshots.py did.
 
 from __future__ import annotations
 
-from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from portrait.clean.as_of import SilverAsOf
-from portrait.subprofiles.behavior import HOUR_TYPE, activity_tag, is_type, preferred_hours  # noqa: F401
+from portrait.subprofiles.behavior import is_type
+from portrait.subprofiles.behavior import labelled as behavior_labelled
+from portrait.subprofiles.behavior import user_figures as behavior_figures
 from portrait.subprofiles.common import (  # noqa: F401
     DAYS_AGO,
     count_in,
@@ -27,11 +28,11 @@ from portrait.subprofiles.common import (  # noqa: F401
     with_days_ago,
     zero_if_missing,
 )
-from portrait.subprofiles.consumption import at_least_score, lifecycle_stage, recency_score, rfm_segment, vip_tier  # noqa: F401
+from portrait.subprofiles.consumption import labelled as consumption_labelled
 from portrait.subprofiles.daily import ORDER_ITEM
-from portrait.subprofiles.interest import ranked_weights
-from portrait.subprofiles.product_line import line_intensity, line_status, share_of_user
-from portrait.subprofiles.social import ADDRESS_FIELDS, ADDRESS_TYPE, age_band
+from portrait.subprofiles.interest import ranked as interest_ranked
+from portrait.subprofiles.product_line import per_line_rows as product_line_rows
+from portrait.subprofiles.social import with_addresses as social_rows
 from portrait.tags.dictionary import TagDictionary
 
 
@@ -74,25 +75,7 @@ def consumption(users, orders, refunds, snapshot_dt, tags: TagDictionary):
         .withColumn("days_since_last_order", days_between(snapshot_dt, "last_order_dt"))
     )
 
-    def spend_in(window_tag: str) -> Column:
-        return F.col(tags.column("spend", tags.window_of(window_tag)))
-
-    def orders_in(window_tag: str) -> Column:
-        return F.col(tags.column("orders", tags.window_of(window_tag)))
-
-    has_ordered = F.col("orders_total") > 0
-    labelled = figures.select(
-        "*",
-        lifecycle_stage(F.col("orders_total")).alias("lifecycle_stage"),
-        *[ratio(tags.column("spend", w), tags.column("orders", w)).alias(c) for c, w in tags.windowed("avg_order_value")],
-        *[ratio(coupon_orders[c], tags.column("orders", w)).alias(c) for c, w in tags.windowed("coupon_share")],
-        vip_tier(spend_in("vip_tier"), tags).alias("vip_tier"),
-        F.when(has_ordered, recency_score(F.col("days_since_last_order"), tags)).alias("rfm_r"),
-        F.when(has_ordered, at_least_score(orders_in("rfm_f"), tags.threshold("rfm_f", "min_orders_for_score"))).alias("rfm_f"),
-        F.when(has_ordered, at_least_score(spend_in("rfm_m"), tags.threshold("rfm_m", "min_spend_for_score"))).alias("rfm_m"),
-        snapshot_date(snapshot_dt).alias("dt"),
-    )
-    return labelled.withColumn("rfm_segment", rfm_segment(tags)).drop(*coupon_orders.values())
+    return consumption_labelled(figures, snapshot_dt, tags, coupon_orders)
 
 
 def behavior(users, events, snapshot_dt, tags: TagDictionary, time_zone: str):
@@ -116,32 +99,9 @@ def behavior(users, events, snapshot_dt, tags: TagDictionary, time_zone: str):
         F.count(F.when(delivered, F.lit(1))).alias("_deliveries"),
         F.sum(F.when(delivered, F.col("wait_minutes"))).alias("_wait_minutes"),
     )
-    count_columns = [column for tag in counted for column in tags.columns(tag)]
-    per_user = per_day.groupBy("user_id").agg(
-        F.max("dt").alias("last_active_dt"),
-        *[count_in(window).alias(column) for column, window in tags.windowed("active_days")],
-        *[sum_in(window, tag).alias(column) for tag in counted for column, window in tags.windowed(tag)],
-        *[
-            ratio(sum_in(window, "_wait_minutes"), sum_in(window, "_deliveries")).alias(column)
-            for column, window in tags.windowed("avg_wait_minutes")
-        ],
-    )
-    days_since_active = days_between(snapshot_dt, "last_active_dt")
-    return (
-        users.select("user_id")
-        .join(per_user, "user_id", "left")
-        .join(hour_histogram(events, tags.window_of("preferred_hours"), time_zone), "user_id", "left")
-        .withColumns(zero_if_missing(*tags.columns("active_days"), *count_columns))
-        .withColumns(
-            {
-                "days_since_last_active": days_since_active,
-                "activity_tag": activity_tag(days_since_active, tags),
-                "preferred_hours": preferred_hours(F.col("_hours"), tags.threshold("preferred_hours", "top_n")),
-                "dt": snapshot_date(snapshot_dt),
-            }
-        )
-        .drop("_hours")
-    )
+    per_user = behavior_figures(per_day, counted, tags)
+    histogram = hour_histogram(events, tags.window_of("preferred_hours"), time_zone)
+    return behavior_labelled(users, per_user, histogram, counted, snapshot_dt, tags)
 
 
 def hour_histogram(events, window, time_zone: str):
@@ -169,21 +129,7 @@ def interest(users, events, order_items, snapshot_dt, tags: TagDictionary):
             *[count_in(window).alias(column) for column, window in tags.windowed("interest_signals")],
         )
     )
-    per_user = per_category.groupBy("user_id").agg(
-        F.max("score").alias("_top_score"),
-        F.collect_list(F.struct("category", "score")).alias("_scored"),
-        *[F.sum(column).alias(column) for column in tags.columns("interest_signals")],
-    )
-    top_n = int(tags.threshold("top_interests", "top_n"))
-    return (
-        users.select("user_id")
-        .join(per_user, "user_id", "left")
-        .withColumns(zero_if_missing(*tags.columns("interest_signals")))
-        .withColumn("interest_weights", ranked_weights(F.col("_scored"), F.col("_top_score")))
-        .withColumn("top_interests", F.transform(first_n("interest_weights", top_n), lambda c: c["category"]))
-        .withColumn("dt", snapshot_date(snapshot_dt))
-        .drop("_top_score", "_scored")
-    )
+    return interest_ranked(users, per_category, snapshot_dt, tags)
 
 
 def signals(events, order_items, signal_weights: dict):
@@ -216,27 +162,7 @@ def product_line(users, events, orders, snapshot_dt, tags: TagDictionary, produc
         *[count_in(window).alias(column) for column, window in tags.windowed("line_active_days")],
         F.max("dt").alias("line_last_use_dt"),
     )
-    lines = users.sparkSession.createDataFrame([(line,) for line in product_lines], "product_line string")
-    intensity_window = tags.window_of("line_intensity")
-    rows = (
-        users.select("user_id")
-        .crossJoin(lines)
-        .join(per_line, ["user_id", "product_line"], "left")
-        .withColumns(zero_if_missing(*tags.columns("line_usage"), *tags.columns("line_active_days")))
-        .withColumns(
-            {column: share_of_user(F.col(tags.column("line_usage", window))) for column, window in tags.windowed("line_usage_share")}
-        )
-        .withColumn("days_since_last_use", days_between(snapshot_dt, "line_last_use_dt"))
-    )
-    return rows.withColumns(
-        {
-            "line_intensity": line_intensity(
-                F.col(tags.column("line_usage_share", intensity_window)), F.col(tags.column("line_active_days", intensity_window)), tags
-            ),
-            "line_status": line_status(F.col("days_since_last_use"), tags),
-            "dt": snapshot_date(snapshot_dt),
-        }
-    )
+    return product_line_rows(users, per_line, snapshot_dt, tags, product_lines)
 
 
 def social(users, orders, addresses, snapshot_dt, tags: TagDictionary):
@@ -252,19 +178,7 @@ def social(users, orders, addresses, snapshot_dt, tags: TagDictionary):
         .agg(F.count(F.lit(1)).alias("uses"), F.max("dt").alias("last_used_dt"))
         .where(F.col("uses") >= tags.threshold("common_addresses", "min_uses"))
     )
-    described = uses.join(addresses.select("address_id", "place_name", "lat", "lon", "poi_type"), "address_id", "left")
-    per_user = described.groupBy("user_id").agg(F.collect_list(F.struct(*ADDRESS_FIELDS)).alias("_common"))
-    most_used = sorted_by("_common", lambda a: [-a["uses"], days_between(snapshot_dt, a["last_used_dt"]), a["address_id"]])
-    kept = first_n(most_used, tags.threshold("common_addresses", "max_addresses"))
-    return (
-        users.select("user_id", F.col("gender").alias("gender_reported"), "city", "birth_year")
-        .join(per_user, "user_id", "left")
-        .withColumn("common_addresses", F.coalesce(kept, F.array().cast(ADDRESS_TYPE)))
-        .withColumn("common_address_count", F.size("common_addresses"))
-        .withColumn("age_band", age_band(F.year(snapshot_date(snapshot_dt)) - F.col("birth_year"), tags))
-        .withColumn("dt", snapshot_date(snapshot_dt))
-        .drop("_common", "birth_year")
-    )
+    return social_rows(users, uses, addresses, snapshot_dt, tags)
 
 
 def build_consumption(ctx):

@@ -69,8 +69,13 @@ def behavior_from_days(users: DataFrame, events: DataFrame, hours: DataFrame, sn
             F.sum("wait_minutes").alias("_wait_minutes"),
         )
     )
-    count_columns = [column for tag in counted for column in tags.columns(tag)]
-    per_user = per_day.groupBy("user_id").agg(
+    per_user = user_figures(per_day, counted, tags)
+    return labelled(users, per_user, hour_histogram(hours, snapshot_dt, tags.window_of("preferred_hours")), counted, snapshot_dt, tags)
+
+
+def user_figures(per_day: DataFrame, counted, tags: TagDictionary) -> DataFrame:
+    """Per user from rows per user and day (``dt``, ``days_ago``, the ``counted`` kinds, _deliveries, _wait_minutes)."""
+    return per_day.groupBy("user_id").agg(
         F.max("dt").alias("last_active_dt"),
         *[count_in(window).alias(column) for column, window in tags.windowed("active_days")],
         *[sum_in(window, tag).alias(column) for tag in counted for column, window in tags.windowed(tag)],
@@ -79,11 +84,16 @@ def behavior_from_days(users: DataFrame, events: DataFrame, hours: DataFrame, sn
             for column, window in tags.windowed("avg_wait_minutes")
         ],
     )
+
+
+def labelled(users: DataFrame, per_user: DataFrame, histogram: DataFrame, counted, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """The behavior row of every user: figures (zeros for no events), days since active, activity tag, preferred hours."""
+    count_columns = [column for tag in counted for column in tags.columns(tag)]
     days_since_active = days_between(snapshot_dt, "last_active_dt")
     return (
         users.select("user_id")
         .join(per_user, "user_id", "left")
-        .join(hour_histogram(hours, snapshot_dt, tags.window_of("preferred_hours")), "user_id", "left")
+        .join(histogram, "user_id", "left")
         .withColumns(zero_if_missing(*tags.columns("active_days"), *count_columns))
         .withColumns({column: F.col(column).cast("bigint") for column in count_columns})
         .withColumns(

@@ -73,6 +73,15 @@ def consumption_from_days(users: DataFrame, orders: DataFrame, events: DataFrame
         .withColumn("days_since_last_order", days_between(snapshot_dt, "last_order_dt"))
     )
 
+    return labelled(figures, snapshot_dt, tags, coupon_orders)
+
+
+def labelled(figures: DataFrame, snapshot_dt: date, tags: TagDictionary, coupon_orders: dict[str, str]) -> DataFrame:
+    """The consumption row from its figures: lifecycle, averages, coupon share, VIP tier, RFM scores and segment.
+
+    ``coupon_orders`` names the column of orders with a coupon per coupon_share column (dropped here).
+    """
+
     def spend_in(window_tag: str) -> Column:
         return F.col(tags.column("spend", tags.window_of(window_tag)))
 

@@ -53,6 +53,11 @@ def interest_from_days(users: DataFrame, categories: DataFrame, snapshot_dt: dat
             *[sum_in(window, "signals").alias(column) for column, window in tags.windowed("interest_signals")],
         )
     )
+    return ranked(users, per_category, snapshot_dt, tags)
+
+
+def ranked(users: DataFrame, per_category: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """The interest row of every user from scores and signal counts per category: weights ranked, top-N (empty when none)."""
     per_user = per_category.groupBy("user_id").agg(
         F.max("score").alias("_top_score"),
         F.collect_list(F.struct("category", "score")).alias("_scored"),

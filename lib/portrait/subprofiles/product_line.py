@@ -52,6 +52,11 @@ def product_line_from_days(
         *[count_in(window).alias(column) for column, window in tags.windowed("line_active_days")],
         F.max("dt").alias("line_last_use_dt"),
     )
+    return per_line_rows(users, per_line, snapshot_dt, tags, product_lines)
+
+
+def per_line_rows(users: DataFrame, per_line: DataFrame, snapshot_dt: date, tags: TagDictionary, product_lines: list[str]) -> DataFrame:
+    """A row per user and line from the figures per used line: zeros for unused lines, share, intensity, status."""
     lines = users.sparkSession.createDataFrame([(line,) for line in product_lines], "product_line string")
     intensity_window = tags.window_of("line_intensity")
     rows = (

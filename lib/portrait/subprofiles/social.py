@@ -47,6 +47,11 @@ def social_from_days(users: DataFrame, address_uses: DataFrame, addresses: DataF
         .agg(F.sum("uses").cast("bigint").alias("uses"), F.max("dt").alias("last_used_dt"))
         .where(F.col("uses") >= tags.threshold("common_addresses", "min_uses"))
     )
+    return with_addresses(users, uses, addresses, snapshot_dt, tags)
+
+
+def with_addresses(users: DataFrame, uses: DataFrame, addresses: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """The social row of every user from the uses of each common address: described, ranked, capped; demographics."""
     described = uses.join(addresses.select("address_id", "place_name", "lat", "lon", "poi_type"), "address_id", "left")
     per_user = described.groupBy("user_id").agg(F.collect_list(F.struct(*ADDRESS_FIELDS)).alias("_common"))
     most_used = sorted_by("_common", lambda a: [-a["uses"], days_between(snapshot_dt, a["last_used_dt"]), a["address_id"]])
