@@ -44,7 +44,7 @@ $(JARS_DIR)/.fetched: jvm-jars.txt
 	done
 	touch $@
 
-# A month of landing data; the days before the last are cleaned (the history a
+# A month of landing data; the days before the last are cleaned and summed (the history a
 # daily run finds), then the Airflow DAG runs the whole pipeline for the last
 # day (`airflow dags test`: real Airflow, SQLite metadata DB under the lake).
 DEMO_AIRFLOW = AIRFLOW_HOME=$(abspath $(DEMO_LAKE))/airflow AIRFLOW__CORE__LOAD_EXAMPLES=False \
@@ -52,7 +52,7 @@ DEMO_AIRFLOW = AIRFLOW_HOME=$(abspath $(DEMO_LAKE))/airflow AIRFLOW__CORE__LOAD_
 
 demo: install
 	$(BIN)/portrait generate --users $(DEMO_USERS) --days $(DEMO_DAYS) --end $(DEMO_END) --lake $(DEMO_LAKE) --seed 7
-	$(BIN)/portrait run --date $(DEMO_START) --until $(DEMO_HISTORY_END) --to clean --lake $(DEMO_LAKE)
+	$(BIN)/portrait run --date $(DEMO_START) --until $(DEMO_HISTORY_END) --to aggregate --lake $(DEMO_LAKE)
 	$(DEMO_AIRFLOW) $(BIN)/airflow db migrate > /dev/null
 	$(DEMO_AIRFLOW) PATH=$(abspath $(BIN)):$$PATH $(BIN)/airflow dags test portrait_daily $(DEMO_END) > $(DEMO_LAKE)/airflow-dags-test.log 2>&1 \
 		|| (tail -40 $(DEMO_LAKE)/airflow-dags-test.log; exit 1)

@@ -46,7 +46,7 @@ def attribute_anonymous(events: DataFrame, logins: DataFrame, lookback_hours: in
     return known.unionByName(attributed).unionByName(unmatched)
 
 
-def read_attributed_events(spark, catalog, lookback_hours: int, until=None, since=None) -> DataFrame:
+def read_attributed_events(spark, catalog, lookback_hours: int, until=None, since=None, anonymous_only: bool = False) -> DataFrame:
     """silver.events with anonymous events of earlier days attributed by later logins.
 
     The clean job can only stitch logins it has seen; an anonymous visit on
@@ -60,8 +60,12 @@ def read_attributed_events(spark, catalog, lookback_hours: int, until=None, sinc
     holds timestamps up to the future tolerance into the next day). The
     events themselves are filtered after stitching: filtering them before made
     Sail 0.7.2 fail the product-line plan ("No field named #42").
+    ``anonymous_only`` keeps only the events silver holds without a user (the
+    daily aggregates hold the others): attributed, or still anonymous.
     """
     events = catalog.read(spark, "silver.events")
+    if anonymous_only:
+        events = events.where(F.col("user_id").isNull())
     logins = catalog.read(spark, "silver.device_map")
     if until is not None:
         # as known on `until`: nothing that happened or landed after it

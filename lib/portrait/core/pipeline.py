@@ -62,28 +62,40 @@ STAGES: tuple[Stage, ...] = in_dependency_order(
     (
         Stage("clean", "jobs.clean:run", "landing zone -> silver tables + quarantine"),
         Stage(
+            "aggregate",
+            "jobs.aggregate:run",
+            "silver rows of the landing date -> dws daily aggregates per user, business date and landing date",
+            after=("clean",),
+        ),
+        Stage(
             "consumption",
             "jobs.subprofiles:run_consumption",
-            "silver -> profile.consumption (lifecycle, spend windows, VIP, RFM)",
-            after=("clean",),
+            "dws + silver -> profile.consumption (lifecycle, spend windows, VIP, RFM)",
+            after=("aggregate",),
         ),
         Stage(
             "behavior",
             "jobs.subprofiles:run_behavior",
-            "silver -> profile.behavior (activity, app opens, reviews, hours)",
-            after=("clean",),
+            "dws + silver -> profile.behavior (activity, app opens, reviews, hours)",
+            after=("aggregate",),
         ),
         Stage(
-            "interest", "jobs.subprofiles:run_interest", "silver -> profile.interest (decayed category weights, top-N)", after=("clean",)
+            "interest",
+            "jobs.subprofiles:run_interest",
+            "dws + silver -> profile.interest (decayed category weights, top-N)",
+            after=("aggregate",),
         ),
         Stage(
-            "social", "jobs.subprofiles:run_social", "silver -> profile.social (reported demographics, common addresses)", after=("clean",)
+            "social",
+            "jobs.subprofiles:run_social",
+            "dws + silver -> profile.social (reported demographics, common addresses)",
+            after=("aggregate",),
         ),
         Stage(
             "product_line",
             "jobs.subprofiles:run_product_line",
-            "silver -> profile.product_line (usage, intensity, status per line)",
-            after=("clean",),
+            "dws + silver -> profile.product_line (usage, intensity, status per line)",
+            after=("aggregate",),
         ),
         Stage(
             "models",

@@ -137,7 +137,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
     started = time.perf_counter()
     if missing:
         say(f"set-up: cleaning the history {missing[0]} .. {history[-1]}")
-        _portrait("run", "--date", str(missing[0]), "--until", str(history[-1]), "--to", "clean", lake=lake, conf=conf)
+        _portrait("run", "--date", str(missing[0]), "--until", str(history[-1]), "--to", "aggregate", lake=lake, conf=conf)
     history_seconds = time.perf_counter() - started
     started = time.perf_counter()
     if days > 1:

@@ -30,6 +30,7 @@ from portrait.subprofiles.common import (
     with_days_ago,
     zero_if_missing,
 )
+from portrait.subprofiles.daily import EVENT_COLUMNS, event_days, hour_days, with_missing
 
 if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
     from portrait.tags.dictionary import TagDictionary
@@ -38,28 +39,43 @@ HOUR_TYPE = "array<struct<hour:int,events:bigint>>"
 
 
 def behavior(users: DataFrame, events: DataFrame, snapshot_dt: date, tags: TagDictionary, time_zone: str) -> DataFrame:
-    """One row per user of ``users`` for snapshot date ``snapshot_dt``.
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from raw rows.
 
     users:  user_id - everyone known on D
     events: user_id, dt, ts, event_type, rating, wait_minutes - events known on D,
             anonymous ones attributed where a later login allows (unattributed ones are ignored)
     """
-    events = with_days_ago(events.where(F.col("user_id").isNotNull()), snapshot_dt, tags.window_of("last_active_dt"))
-    counted = {
-        "app_opens": is_type("app_open"),
-        "logins": is_type("login"),
-        "reviews": is_type("review"),
-        "bad_reviews": is_type("review") & (F.col("rating") <= tags.threshold("bad_reviews", "max_rating")),
-        "refunds": is_type("refund"),
-    }
-    delivered = is_type("delivery") & F.col("wait_minutes").isNotNull()
-    per_day = events.groupBy("user_id", "dt", DAYS_AGO).agg(
-        *[F.count(F.when(condition, F.lit(1))).alias(tag) for tag, condition in counted.items()],
-        F.count(F.when(delivered, F.lit(1))).alias("_deliveries"),
-        F.sum(F.when(delivered, F.col("wait_minutes"))).alias("_wait_minutes"),
+    lookback = with_days_ago(events, snapshot_dt, tags.window_of("last_active_dt")).drop(DAYS_AGO)
+    daily = event_days(with_missing(lookback, EVENT_COLUMNS), int(tags.threshold("bad_reviews", "max_rating")))
+    return behavior_from_days(users, daily, hour_days(lookback, time_zone), snapshot_dt, tags)
+
+
+def behavior_from_days(users: DataFrame, events: DataFrame, hours: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from daily aggregates.
+
+    users:  user_id - everyone known on D
+    events: user_id, dt, events, app_opens, logins, reviews, bad_reviews, refunds, deliveries,
+            wait_minutes - per user and day (dws.user_events_daily)
+    hours:  user_id, dt, hour, events - per user, day and hour of day (dws.user_hours_daily)
+    A user and day may have several rows (one per landing day): they are summed first.
+    """
+    counted = ("app_opens", "logins", "reviews", "bad_reviews", "refunds")
+    per_day = (
+        with_days_ago(events, snapshot_dt, tags.window_of("last_active_dt"))
+        .groupBy("user_id", "dt", DAYS_AGO)
+        .agg(
+            *[F.sum(tag).alias(tag) for tag in counted],
+            F.sum("deliveries").alias("_deliveries"),
+            F.sum("wait_minutes").alias("_wait_minutes"),
+        )
     )
-    count_columns = [column for tag in counted for column in tags.columns(tag)]
-    per_user = per_day.groupBy("user_id").agg(
+    per_user = user_figures(per_day, counted, tags)
+    return labelled(users, per_user, hour_histogram(hours, snapshot_dt, tags.window_of("preferred_hours")), counted, snapshot_dt, tags)
+
+
+def user_figures(per_day: DataFrame, counted, tags: TagDictionary) -> DataFrame:
+    """Per user from rows per user and day (``dt``, ``days_ago``, the ``counted`` kinds, _deliveries, _wait_minutes)."""
+    return per_day.groupBy("user_id").agg(
         F.max("dt").alias("last_active_dt"),
         *[count_in(window).alias(column) for column, window in tags.windowed("active_days")],
         *[sum_in(window, tag).alias(column) for tag in counted for column, window in tags.windowed(tag)],
@@ -68,12 +84,18 @@ def behavior(users: DataFrame, events: DataFrame, snapshot_dt: date, tags: TagDi
             for column, window in tags.windowed("avg_wait_minutes")
         ],
     )
+
+
+def labelled(users: DataFrame, per_user: DataFrame, histogram: DataFrame, counted, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """The behavior row of every user: figures (zeros for no events), days since active, activity tag, preferred hours."""
+    count_columns = [column for tag in counted for column in tags.columns(tag)]
     days_since_active = days_between(snapshot_dt, "last_active_dt")
     return (
         users.select("user_id")
         .join(per_user, "user_id", "left")
-        .join(hour_histogram(events, tags.window_of("preferred_hours"), time_zone), "user_id", "left")
+        .join(histogram, "user_id", "left")
         .withColumns(zero_if_missing(*tags.columns("active_days"), *count_columns))
+        .withColumns({column: F.col(column).cast("bigint") for column in count_columns})
         .withColumns(
             {
                 "days_since_last_active": days_since_active,
@@ -86,10 +108,10 @@ def behavior(users: DataFrame, events: DataFrame, snapshot_dt: date, tags: TagDi
     )
 
 
-def hour_histogram(events: DataFrame, window: DayWindow, time_zone: str) -> DataFrame:
-    """user_id, _hours: events per hour of day (business time zone) in the window, hours without events left out."""
-    in_window = events.where(window.holds()).withColumn("hour", F.hour(F.from_utc_timestamp("ts", time_zone)))
-    per_hour = in_window.groupBy("user_id", "hour").agg(F.count(F.lit(1)).alias("events"))
+def hour_histogram(hours: DataFrame, snapshot_dt: date, window: DayWindow) -> DataFrame:
+    """user_id, _hours: events per hour of day in the window, hours without events left out."""
+    in_window = with_days_ago(hours, snapshot_dt, window)
+    per_hour = in_window.groupBy("user_id", "hour").agg(F.sum("events").alias("events"))
     return per_hour.groupBy("user_id").agg(F.collect_list(F.struct("hour", "events")).alias("_hours"))
 
 

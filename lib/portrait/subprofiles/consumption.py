@@ -13,19 +13,32 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from portrait.subprofiles.common import count_in, days_between, first_match, ratio, snapshot_date, sum_in, with_days_ago, zero_if_missing
+from portrait.subprofiles.common import days_between, first_match, ratio, snapshot_date, sum_in, with_days_ago, zero_if_missing
+from portrait.subprofiles.daily import EVENT_COLUMNS, event_days, order_days, with_missing
 
 if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
     from portrait.tags.dictionary import TagDictionary
 
 
 def consumption(users: DataFrame, orders: DataFrame, refunds: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
-    """One row per user of ``users`` for snapshot date ``snapshot_dt``.
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from raw rows.
 
     users:   user_id, registered_dt - everyone known on D
     orders:  user_id, dt, amount, coupon_amount - non-cancelled orders known on D (all history:
              the lifecycle and the first order look back to the beginning)
     refunds: user_id, dt, refund_amount - refund events known on D
+    """
+    refund_events = with_missing(refunds.withColumn("event_type", F.lit("refund")), EVENT_COLUMNS)
+    return consumption_from_days(users, order_days(orders), event_days(refund_events, 0), snapshot_dt, tags)
+
+
+def consumption_from_days(users: DataFrame, orders: DataFrame, events: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from daily aggregates.
+
+    users:  user_id, registered_dt - everyone known on D
+    orders: user_id, dt, orders, amount, coupon_orders - per user and day (dws.user_orders_daily), all history
+    events: user_id, dt, refunds, refund_amount - per user and day (dws.user_events_daily)
+    A user and day may have several rows (one per landing day): every figure is a sum over them.
     """
     spend, counts = tags.windowed("spend"), tags.windowed("orders")
     coupon_orders = {column: f"_coupon_orders_{window.name}" for column, window in tags.windowed("coupon_share")}
@@ -33,20 +46,20 @@ def consumption(users: DataFrame, orders: DataFrame, refunds: DataFrame, snapsho
         with_days_ago(orders, snapshot_dt)
         .groupBy("user_id")
         .agg(
-            F.count(F.lit(1)).alias("orders_total"),
+            F.sum("orders").alias("orders_total"),
             F.min("dt").alias("first_order_dt"),
             F.max("dt").alias("last_order_dt"),
             *[sum_in(window, "amount").alias(column) for column, window in spend],
-            *[count_in(window).alias(column) for column, window in counts],
-            *[count_in(w, F.col("coupon_amount") > 0).alias(coupon_orders[c]) for c, w in tags.windowed("coupon_share")],
+            *[sum_in(window, "orders").alias(column) for column, window in counts],
+            *[sum_in(w, "coupon_orders").alias(coupon_orders[c]) for c, w in tags.windowed("coupon_share")],
         )
     )
     refund_counts, refund_amounts = tags.windowed("refund_count"), tags.windowed("refund_amount")
     refund_figures = (
-        with_days_ago(refunds, snapshot_dt)
+        with_days_ago(events.where(F.col("refunds") > 0), snapshot_dt)
         .groupBy("user_id")
         .agg(
-            *[count_in(window).alias(column) for column, window in refund_counts],
+            *[sum_in(window, "refunds").alias(column) for column, window in refund_counts],
             *[sum_in(window, "refund_amount").alias(column) for column, window in refund_amounts],
         )
     )
@@ -55,8 +68,19 @@ def consumption(users: DataFrame, orders: DataFrame, refunds: DataFrame, snapsho
         .join(order_figures, "user_id", "left")
         .join(refund_figures, "user_id", "left")
         .withColumns(zero_if_missing("orders_total", *[column for column, _ in spend + counts + refund_counts + refund_amounts]))
+        .withColumns({name: F.col(name).cast("bigint") for name in ["orders_total", *[c for c, _ in counts + refund_counts]]})
+        .withColumns({name: F.coalesce(F.col(name), F.lit(0)).cast("bigint") for name in coupon_orders.values()})
         .withColumn("days_since_last_order", days_between(snapshot_dt, "last_order_dt"))
     )
+
+    return labelled(figures, snapshot_dt, tags, coupon_orders)
+
+
+def labelled(figures: DataFrame, snapshot_dt: date, tags: TagDictionary, coupon_orders: dict[str, str]) -> DataFrame:
+    """The consumption row from its figures: lifecycle, averages, coupon share, VIP tier, RFM scores and segment.
+
+    ``coupon_orders`` names the column of orders with a coupon per coupon_share column (dropped here).
+    """
 
     def spend_in(window_tag: str) -> Column:
         return F.col(tags.column("spend", tags.window_of(window_tag)))

@@ -16,33 +16,48 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from portrait.subprofiles.common import DAYS_AGO, count_in, first_n, snapshot_date, sorted_by, with_days_ago, zero_if_missing
+from portrait.subprofiles.common import DAYS_AGO, first_n, snapshot_date, sorted_by, sum_in, with_days_ago, zero_if_missing
+from portrait.subprofiles.daily import category_days
 
 if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
     from portrait.tags.dictionary import TagDictionary
 
-ORDER_ITEM = "order_item"  # the signal weight key of a line item of an order
 WEIGHTS_TYPE = "array<struct<category:string,weight:double,score:double>>"
 
 
 def interest(users: DataFrame, events: DataFrame, order_items: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
-    """One row per user of ``users`` for snapshot date ``snapshot_dt``.
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from raw rows.
 
     users:       user_id - everyone known on D
     events:      user_id, dt, event_type, category - events known on D (attributed)
     order_items: user_id, dt, category - line items of non-cancelled orders known on D
     """
+    return interest_from_days(users, category_days(events, order_items), snapshot_dt, tags)
+
+
+def interest_from_days(users: DataFrame, categories: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from daily aggregates.
+
+    users:      user_id - everyone known on D
+    categories: user_id, dt, category, signal, signals - per user, day, category and signal
+                (the event type, or ``order_item``; dws.user_categories_daily)
+    """
     half_life = float(tags.threshold("interest_weights", "half_life_days"))
     decay = F.pow(F.lit(0.5), F.col(DAYS_AGO) / F.lit(half_life))
-    weighted = signals(events, order_items, tags.threshold("interest_weights", "signal_weights"))
+    weighted = signals(categories, tags.threshold("interest_weights", "signal_weights"))
     per_category = (
         with_days_ago(weighted, snapshot_dt, tags.window_of("interest_weights"))
         .groupBy("user_id", "category")
         .agg(
             F.sum(F.col("weight") * decay).alias("score"),
-            *[count_in(window).alias(column) for column, window in tags.windowed("interest_signals")],
+            *[sum_in(window, "signals").alias(column) for column, window in tags.windowed("interest_signals")],
         )
     )
+    return ranked(users, per_category, snapshot_dt, tags)
+
+
+def ranked(users: DataFrame, per_category: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """The interest row of every user from scores and signal counts per category: weights ranked, top-N (empty when none)."""
     per_user = per_category.groupBy("user_id").agg(
         F.max("score").alias("_top_score"),
         F.collect_list(F.struct("category", "score")).alias("_scored"),
@@ -53,6 +68,7 @@ def interest(users: DataFrame, events: DataFrame, order_items: DataFrame, snapsh
         users.select("user_id")
         .join(per_user, "user_id", "left")
         .withColumns(zero_if_missing(*tags.columns("interest_signals")))
+        .withColumns({column: F.col(column).cast("bigint") for column in tags.columns("interest_signals")})
         .withColumn("interest_weights", ranked_weights(F.col("_scored"), F.col("_top_score")))
         .withColumn("top_interests", F.transform(first_n("interest_weights", top_n), lambda c: c["category"]))
         .withColumn("dt", snapshot_date(snapshot_dt))
@@ -60,16 +76,14 @@ def interest(users: DataFrame, events: DataFrame, order_items: DataFrame, snapsh
     )
 
 
-def signals(events: DataFrame, order_items: DataFrame, signal_weights: dict) -> DataFrame:
-    """user_id, dt, category, weight: one row per weighted event or order item with a category."""
-    event_weights = {kind: float(weight) for kind, weight in signal_weights.items() if kind != ORDER_ITEM}
-    weight_of_type = F.create_map(*[F.lit(value) for pair in event_weights.items() for value in pair])
-    from_events = events.where(F.col("event_type").isin(*event_weights)).select(
-        "user_id", "dt", "category", F.element_at(weight_of_type, F.col("event_type")).alias("weight")
+def signals(categories: DataFrame, signal_weights: dict) -> DataFrame:
+    """user_id, dt, category, signals, weight: the weighted signals of each day (weight = signals x the signal's weight)."""
+    weights = {kind: float(weight) for kind, weight in signal_weights.items()}
+    weight_of = F.create_map(*[F.lit(value) for pair in weights.items() for value in pair])
+    weighted = categories.where(F.col("signal").isin(*weights))
+    return weighted.select(
+        "user_id", "dt", "category", "signals", (F.col("signals") * F.element_at(weight_of, F.col("signal"))).alias("weight")
     )
-    from_orders = order_items.select("user_id", "dt", "category", F.lit(float(signal_weights[ORDER_ITEM])).alias("weight"))
-    both = from_events.unionByName(from_orders)
-    return both.where(F.col("user_id").isNotNull() & F.col("category").isNotNull())
 
 
 def ranked_weights(scored: Column, top_score: Column) -> Column:

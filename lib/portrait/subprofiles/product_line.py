@@ -15,6 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from portrait.subprofiles.common import DAYS_AGO, count_in, days_between, first_match, snapshot_date, sum_in, with_days_ago, zero_if_missing
+from portrait.subprofiles.daily import line_days
 
 if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
     from portrait.tags.dictionary import TagDictionary
@@ -23,23 +24,39 @@ if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this 
 def product_line(
     users: DataFrame, events: DataFrame, orders: DataFrame, snapshot_dt: date, tags: TagDictionary, product_lines: list[str]
 ) -> DataFrame:
-    """One row per user of ``users`` and line of ``product_lines`` for snapshot date ``snapshot_dt``.
+    """One row per user of ``users`` and line of ``product_lines`` for snapshot date ``snapshot_dt``, from raw rows.
 
     users:  user_id - everyone known on D
     events: user_id, dt, product_line - events known on D (attributed)
     orders: user_id, dt, product_line - non-cancelled orders known on D
     """
-    usage = events.select("user_id", "dt", "product_line").unionByName(orders.select("user_id", "dt", "product_line"))
+    return product_line_from_days(users, line_days(events, orders), snapshot_dt, tags, product_lines)
+
+
+def product_line_from_days(
+    users: DataFrame, lines_used: DataFrame, snapshot_dt: date, tags: TagDictionary, product_lines: list[str]
+) -> DataFrame:
+    """One row per user of ``users`` and line of ``product_lines`` for snapshot date ``snapshot_dt``, from daily aggregates.
+
+    users:      user_id - everyone known on D
+    lines_used: user_id, dt, product_line, events, orders - per user, day and line (dws.user_lines_daily)
+    """
     per_day = (
-        with_days_ago(usage.where(F.col("user_id").isNotNull()), snapshot_dt, tags.window_of("line_last_use_dt"))
+        with_days_ago(lines_used, snapshot_dt, tags.window_of("line_last_use_dt"))
         .groupBy("user_id", "product_line", "dt", DAYS_AGO)
-        .agg(F.count(F.lit(1)).alias("_usage"))
+        .agg(F.sum(F.col("events") + F.col("orders")).alias("_usage"))
+        .where(F.col("_usage") > 0)
     )  # one row per day of use: active days are a plain count, no count_distinct (slow on Sail 0.7.2)
     per_line = per_day.groupBy("user_id", "product_line").agg(
         *[sum_in(window, "_usage").alias(column) for column, window in tags.windowed("line_usage")],
         *[count_in(window).alias(column) for column, window in tags.windowed("line_active_days")],
         F.max("dt").alias("line_last_use_dt"),
     )
+    return per_line_rows(users, per_line, snapshot_dt, tags, product_lines)
+
+
+def per_line_rows(users: DataFrame, per_line: DataFrame, snapshot_dt: date, tags: TagDictionary, product_lines: list[str]) -> DataFrame:
+    """A row per user and line from the figures per used line: zeros for unused lines, share, intensity, status."""
     lines = users.sparkSession.createDataFrame([(line,) for line in product_lines], "product_line string")
     intensity_window = tags.window_of("line_intensity")
     rows = (
@@ -47,6 +64,7 @@ def product_line(
         .crossJoin(lines)
         .join(per_line, ["user_id", "product_line"], "left")
         .withColumns(zero_if_missing(*tags.columns("line_usage"), *tags.columns("line_active_days")))
+        .withColumns({column: F.col(column).cast("bigint") for column in tags.columns("line_usage")})
         .withColumns(
             {column: share_of_user(F.col(tags.column("line_usage", window))) for column, window in tags.windowed("line_usage_share")}
         )

@@ -15,6 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from portrait.subprofiles.common import days_between, first_match, first_n, snapshot_date, sorted_by, with_days_ago
+from portrait.subprofiles.daily import address_days
 
 if TYPE_CHECKING:  # imported for annotations only: the dictionary imports this package's DayWindow
     from portrait.tags.dictionary import TagDictionary
@@ -24,18 +25,33 @@ ADDRESS_TYPE = "array<struct<address_id:string,place_name:string,lat:double,lon:
 
 
 def social(users: DataFrame, orders: DataFrame, addresses: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
-    """One row per user of ``users`` for snapshot date ``snapshot_dt``.
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from raw rows.
 
     users:     user_id, gender, birth_year, city - latest record known on D
     orders:    user_id, dt, address_id - non-cancelled orders known on D
     addresses: address_id, place_name, lat, lon, poi_type - address records known on D
     """
+    return social_from_days(users, address_days(orders), addresses, snapshot_dt, tags)
+
+
+def social_from_days(users: DataFrame, address_uses: DataFrame, addresses: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """One row per user of ``users`` for snapshot date ``snapshot_dt``, from daily aggregates.
+
+    users:        user_id, gender, birth_year, city - latest record known on D
+    address_uses: user_id, dt, address_id, uses - orders per user, day and address (dws.user_addresses_daily)
+    addresses:    address_id, place_name, lat, lon, poi_type - address records known on D
+    """
     uses = (
-        with_days_ago(orders.where(F.col("address_id").isNotNull()), snapshot_dt, tags.window_of("common_addresses"))
+        with_days_ago(address_uses, snapshot_dt, tags.window_of("common_addresses"))
         .groupBy("user_id", "address_id")
-        .agg(F.count(F.lit(1)).alias("uses"), F.max("dt").alias("last_used_dt"))
+        .agg(F.sum("uses").cast("bigint").alias("uses"), F.max("dt").alias("last_used_dt"))
         .where(F.col("uses") >= tags.threshold("common_addresses", "min_uses"))
     )
+    return with_addresses(users, uses, addresses, snapshot_dt, tags)
+
+
+def with_addresses(users: DataFrame, uses: DataFrame, addresses: DataFrame, snapshot_dt: date, tags: TagDictionary) -> DataFrame:
+    """The social row of every user from the uses of each common address: described, ranked, capped; demographics."""
     described = uses.join(addresses.select("address_id", "place_name", "lat", "lon", "poi_type"), "address_id", "left")
     per_user = described.groupBy("user_id").agg(F.collect_list(F.struct(*ADDRESS_FIELDS)).alias("_common"))
     most_used = sorted_by("_common", lambda a: [-a["uses"], days_between(snapshot_dt, a["last_used_dt"]), a["address_id"]])
