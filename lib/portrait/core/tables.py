@@ -293,11 +293,12 @@ class Catalog:
             return
         if not parquet_commit.native_delta(spark):
             parquet_commit.create(spark, spec)
-            return
-        writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
-        if spec.partition_by:
-            writer = writer.partitionBy(*spec.partition_by)
-        writer.save(spec.path)
+        else:
+            writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
+            if spec.partition_by:
+                writer = writer.partitionBy(*spec.partition_by)
+            writer.save(spec.path)
+        private_stats(spec)
 
     def _replace_partition(self, df, spec: TableSpec, partition_value, native: bool) -> None:
         if not spec.run_partition:
@@ -392,6 +393,26 @@ class Catalog:
         from deltalake import DeltaTable
 
         return DeltaTable(self.spec(name).path, storage_options=storage.delta_options(self.lake)).version()
+
+
+def stats_columns(spec: TableSpec) -> str:
+    """``delta.dataSkippingStatsColumns`` of a table: its columns but the personal and the partition ones."""
+    return ",".join(c for c in spec.columns if c not in spec.pii and c not in spec.partition_by)
+
+
+def private_stats(spec: TableSpec) -> None:
+    """Keep personal columns out of the transaction log: Delta writers record min/max per column of every file
+    they add (``stats``), so a name would otherwise stay in ``_delta_log`` after its rows were erased. The table
+    property ``delta.dataSkippingStatsColumns`` lists the columns that get statistics: every column but the
+    ``pii: true`` ones (Sail, delta-rs and delta-spark honour it)."""
+    if not spec.pii:
+        return
+    from deltalake import DeltaTable
+
+    kept = stats_columns(spec)
+    table = DeltaTable(spec.path, storage_options=storage.delta_options(spec.path))
+    if table.metadata().configuration.get("delta.dataSkippingStatsColumns") != kept:
+        table.alter.set_table_properties({"delta.dataSkippingStatsColumns": kept}, raise_if_not_exists=False)
 
 
 def _own_column(table: str, column: str, declared, marks: bool) -> tuple[str, tuple]:

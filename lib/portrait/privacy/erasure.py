@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from portrait.core import storage
-from portrait.core.tables import Catalog
+from portrait.core.tables import Catalog, stats_columns
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,10 @@ ERASURE_LOG = "ops.erasure_log"
 USER_INDEX = "gold.user_index"
 QUARANTINE = "quarantine.records"
 TOMBSTONE = "~erased~"
-#: Folders under the lake that are not tables: the landing zone is upstream's, _staging is the stages' scratch.
-NOT_LOOSE = ("landing", "_staging")
+#: Folders under the lake that are not tables: the landing zone is upstream's, _staging the stages' scratch
+#: (removed whole), _explorer the explorer's accounts and its serving index (removed: derived, rebuilt by `portrait index`).
+NOT_LOOSE = ("landing", "_staging", "_explorer")
+SERVING_INDEX = ("_explorer", "index")
 LOOSE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".txt", ".log", ".html")
 
 
@@ -93,13 +95,14 @@ def suppression_list(catalog: Catalog) -> tuple[list[str], set[str]]:
 
 def checked_salt(catalog: Catalog) -> tuple[str | None, list[str]]:
     """(salt, hashes) for the clean stage: (None, []) if nobody was erased; the salt must be the one that made the hashes."""
+    env = catalog.conf.pipeline["privacy"]["erasure_salt_env"]
     hashes, salt_ids = suppression_list(catalog)
     if not hashes:
         return None, []
     secret = salt(catalog.conf)
     if salt_ids != {salt_id(secret)}:
         raise ErasureError(
-            f"the erasure salt in {catalog.conf.pipeline['privacy']['erasure_salt_env']} is not the one {ERASURE_LOG} was "
+            f"the erasure salt in {env} is not the one {ERASURE_LOG} was "
             "written with: erased users would not be recognised and could come back. Restore the original salt"
         )
     return secret, hashes
@@ -286,6 +289,34 @@ def _relative(root: str, path: str) -> str:
     return str(path)[len(str(root).rstrip("/")) + 1 :].replace("\\", "/")
 
 
+def _remove_staged_leftovers(lake: str) -> list[str]:
+    """Remove what failed or killed runs left in ``_staging`` (staged copies and scratch hold user ids in clear).
+
+    Each stage and date is removed under its run lock, so a running stage is
+    never pulled from under it: a held lock refuses the erasure at once, before
+    anything is touched - run it again when that stage has finished.
+    """
+    staging = storage.join(lake, "_staging")
+    folders = [
+        (stage, name)
+        for stage in storage.list_dir(staging)
+        for name in storage.list_dir(storage.join(staging, stage))
+        if not name.endswith(".lock")
+    ]
+    removed = []
+    for stage, name in folders:
+        try:
+            with storage.exclusive(storage.join(staging, stage, f"{name}.lock")):
+                storage.remove_tree(storage.join(staging, stage, name))
+        except storage.LockHeld as held:
+            raise ErasureError(
+                f"stage {stage} of {name} is running ({held}): its staged rows may hold the people to erase; "
+                "run `portrait forget` again when it has finished (nothing was erased)"
+            ) from None
+        removed.append(f"_staging/{stage}/{name}")
+    return removed
+
+
 # ------------------------------------------------------------------ purge
 
 
@@ -299,7 +330,11 @@ def purge(catalog: Catalog, name: str) -> int:
     """
     table = _delta(catalog, name)
     removed = table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False)
-    table.alter.set_table_properties({"portrait.purged_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}, raise_if_not_exists=False)
+    spec = catalog.spec(name)
+    properties = {"portrait.purged_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if spec.pii:  # a table made before the personal columns were kept out of the statistics gets it now
+        properties["delta.dataSkippingStatsColumns"] = stats_columns(spec)
+    table.alter.set_table_properties(properties, raise_if_not_exists=False)
     table = _delta(catalog, name)
     table.create_checkpoint()
     checkpoint = table.version()
@@ -330,6 +365,10 @@ def forget(lake: str, conf, user_ids: list[str], reason: str = "", requested_by:
     known, salt_ids = suppression_list(catalog)
     if salt_ids and salt_ids != {salt_id(secret)}:
         raise ErasureError(f"the salt in {conf.pipeline['privacy']['erasure_salt_env']} is not the one {ERASURE_LOG} was written with")
+    staged = _remove_staged_leftovers(lake)  # first: refuses at once while a stage runs
+    if storage.is_dir(storage.join(lake, *SERVING_INDEX)):  # the explorer's copy of the master: rebuilt without them
+        storage.remove_tree(storage.join(lake, *SERVING_INDEX))
+        staged.append("/".join(SERVING_INDEX))
     indices = _erased_indices(catalog, user_ids)  # before the index is tombstoned
     touched: dict[str, int] = {}
     for name in catalog.user_tables():
@@ -383,6 +422,7 @@ def forget(lake: str, conf, user_ids: list[str], reason: str = "", requested_by:
         "already_erased": len(user_ids) - len(rows),
         "tables": touched,
         "files": files,
+        "derived_removed": staged,  # staged leftovers, the serving index
         "purged": do_purge,
         "seconds": round(time.perf_counter() - started, 2),
     }
