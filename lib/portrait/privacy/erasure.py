@@ -118,8 +118,15 @@ def _delta(catalog: Catalog, name: str):
     return DeltaTable(path, storage_options=storage.delta_options(path))
 
 
-def _sql_list(values) -> str:
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+def rows_of(table, columns: list[str], user_ids: list[str], filters=None):
+    """``columns`` of the rows of ``user_ids`` (a delta-rs table). Filtered after the read: files rewritten by
+    delta-rs may store user_id as string_view, which pyarrow's ``in`` filter on the scan cannot compare."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = table.to_pyarrow_table(columns=sorted({"user_id", *columns}), filters=filters)
+    ids = pc.cast(data.column("user_id"), pa.string())
+    return data.filter(pc.fill_null(pc.is_in(ids, value_set=pa.array(user_ids, pa.string())), False)).select(columns)
 
 
 def requester() -> str:
@@ -137,38 +144,95 @@ def _bitmap_tables(catalog: Catalog) -> list[str]:
 # ------------------------------------------------------------------ removal
 
 
-def _remove_rows(catalog: Catalog, name: str, user_ids: list[str]) -> int:
+def _rewrite(catalog: Catalog, name: str, columns: list[str], dropped, changed=None) -> int:
+    """Rewrite the partitions of ``name`` holding rows ``dropped(table) -> mask`` marks (or ``changed(table) -> table``
+    alters); one commit; returns the rows dropped or changed.
+
+    Not delta-rs's own DELETE/UPDATE: the files those write store strings as
+    string_view, which pyarrow filters (the explorer's, a warehouse's) cannot
+    compare with the table's string type. Here the rewritten files keep the
+    table's own Arrow types.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import write_deltalake
+
+    spec = catalog.spec(name)
     table = _delta(catalog, name)
-    if name == USER_INDEX:
-        found = table.to_pyarrow_table(columns=["user_id"], filters=[("user_id", "in", user_ids)]).num_rows
-        if found:
-            table.update(
-                updates={"user_id": f"concat('{TOMBSTONE}', CAST(user_index AS STRING))"},
-                predicate=f"user_id IN ({_sql_list(user_ids)})",
-            )
-        return found
-    metrics = table.delete(f"user_id IN ({_sql_list(user_ids)})")
-    return int(metrics.get("num_deleted_rows") or 0)
+    parts = list(spec.partition_by)
+    probe = table.to_pyarrow_table(columns=sorted({*columns, *parts}))
+    hits = dropped(probe)
+    found = int(pc.sum(pc.cast(hits, pa.int64())).as_py() or 0)
+    if not found:
+        return 0
+    schema = table.schema().to_arrow()
+    if parts:
+        touched = probe.filter(hits).select(parts).group_by(parts).aggregate([]).to_pylist()
+        clauses = [" AND ".join(f"`{c}` = '{row[c]}'" for c in parts) for row in touched]
+        predicate = " OR ".join(f"({c})" for c in clauses)
+        data = pa.concat_tables(table.to_pyarrow_table(partitions=[(c, "=", str(row[c])) for c in parts]) for row in touched)
+    else:
+        predicate, data = None, table.to_pyarrow_table()
+    data = changed(data) if changed else data.filter(pc.invert(dropped(data)))
+    write_deltalake(
+        table,
+        data.select(schema.names).cast(pa.schema(schema)) if data.num_rows else pa.Table.from_pylist([], pa.schema(schema)),
+        mode="overwrite",
+        predicate=predicate,
+        partition_by=parts or None,
+        storage_options=storage.delta_options(spec.path),
+    )
+    return found
 
 
-def _quarantine_predicate(user_ids: list[str]) -> str:
-    named = []
-    for uid in user_ids:
-        quoted = uid.replace("'", "''")
-        like = quoted.replace("%", r"\%").replace("_", r"\_")
-        named += [f"raw_line LIKE '%\"{like}\"%'", f"detail LIKE '% {like}'", f"detail LIKE '% {like} %'"]
-    return f"record_key IN ({_sql_list(user_ids)}) OR " + " OR ".join(named)
+def _is_user(user_ids: list[str]):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    value_set = pa.array(user_ids, pa.string())
+    return lambda data: pc.fill_null(pc.is_in(pc.cast(data.column("user_id"), pa.string()), value_set=value_set), False)
+
+
+def _remove_rows(catalog: Catalog, name: str, user_ids: list[str]) -> int:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    is_user = _is_user(user_ids)
+    if name != USER_INDEX:
+        return _rewrite(catalog, name, ["user_id"], is_user)
+
+    def tombstoned(data):  # the index stays, the id goes: never given again
+        ids = pc.cast(data.column("user_id"), pa.string())
+        stone = pc.binary_join_element_wise(pa.scalar(TOMBSTONE), pc.cast(data.column("user_index"), pa.string()), "")
+        return data.set_column(data.schema.get_field_index("user_id"), "user_id", pc.if_else(is_user(data), stone, ids))
+
+    return _rewrite(catalog, name, ["user_id", "user_index"], is_user, changed=tombstoned)
+
+
+def _quarantined_by(user_ids: list[str]):
+    """Rows naming the person: record key, the id as a JSON string in the raw line, the id as a word of the detail."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    words = "|".join(re.escape(u) for u in user_ids)
+
+    def named(data):
+        key = pc.is_in(pc.cast(data.column("record_key"), pa.string()), value_set=pa.array(user_ids, pa.string()))
+        raw = pc.match_substring_regex(pc.cast(data.column("raw_line"), pa.string()), f'"(?:{words})"')
+        detail = pc.match_substring_regex(pc.cast(data.column("detail"), pa.string()), f"(^|[^A-Za-z0-9_-])(?:{words})($|[^A-Za-z0-9_-])")
+        return pc.fill_null(pc.or_(pc.or_(pc.fill_null(key, False), pc.fill_null(raw, False)), pc.fill_null(detail, False)), False)
+
+    return named
 
 
 def _remove_quarantined(catalog: Catalog, user_ids: list[str]) -> int:
-    metrics = _delta(catalog, QUARANTINE).delete(_quarantine_predicate(user_ids))
-    return int(metrics.get("num_deleted_rows") or 0)
+    return _rewrite(catalog, QUARANTINE, ["record_key", "raw_line", "detail"], _quarantined_by(user_ids))
 
 
 def _erased_indices(catalog: Catalog, user_ids: list[str]) -> list[int]:
     if not catalog.exists(USER_INDEX):
         return []
-    found = _delta(catalog, USER_INDEX).to_pyarrow_table(columns=["user_index"], filters=[("user_id", "in", user_ids)])
+    found = rows_of(_delta(catalog, USER_INDEX), ["user_index"], user_ids)
     return [int(i) for i in found.column("user_index").to_pylist()]
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 from portrait.core import storage
 from portrait.core.tables import Catalog
-from portrait.privacy.erasure import append_rows, requester
+from portrait.privacy.erasure import append_rows, requester, rows_of
 
 EXPORTS = "ops.exports"
 SNAPSHOT = "gold.profile_snapshot"
@@ -54,7 +54,7 @@ def member_columns(catalog: Catalog, dt: date, user_ids: list[str]) -> tuple[lis
     scalar = [c for c in spec.pii if not spec.columns[c].startswith(("array", "struct", "map"))]
     if not user_ids or not catalog.exists(SNAPSHOT):
         return scalar, {}
-    table = DeltaTable(spec.path, storage_options=storage.delta_options(spec.path)).to_pyarrow_table(
-        columns=["user_id", *scalar], filters=[("dt", "=", dt), ("user_id", "in", user_ids)]
+    table = rows_of(
+        DeltaTable(spec.path, storage_options=storage.delta_options(spec.path)), ["user_id", *scalar], user_ids, [("dt", "=", dt)]
     )
     return scalar, {row["user_id"]: {c: row[c] for c in scalar} for row in table.to_pylist()}
