@@ -229,7 +229,7 @@ def test_exports_mask_personal_fields_unless_asked_and_record_who(lake, monkeypa
     segment = next(iter(CONF.segments["segments"]))
     run("segment", "export", segment, "--lake", str(root), "--out", str(members), "--with-pii")
     assert members.read_text(encoding="utf-8").splitlines()[0] == "user_id,name"
-    log = DeltaTable(str(root / "ops" / "exports")).to_pyarrow_table().to_pylist()
+    log = sorted(DeltaTable(str(root / "ops" / "exports")).to_pyarrow_table().to_pylist(), key=lambda r: r["exported_at"])
     assert [(r["command"], r["with_pii"], r["requested_by"]) for r in log] == [
         ("export", False, "analyst-7"),
         ("export", True, "analyst-7"),
