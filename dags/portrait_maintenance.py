@@ -9,7 +9,8 @@ it shares the ``portrait`` pool with it). For each declared table that exists:
             travel (``versionAsOf`` / ``portrait rollback``) keeps working for
             ``maintenance.time_travel_days`` of conf/pipeline.yaml (default 30).
 
-Also removes staged copies (``{lake}/_staging``) older than the retention: a
+Also purges the old versions of tables an erasure left with ``portrait forget
+--no-purge`` (ops.erasure_log rows with purged_at null; docs/privacy.md), and removes staged copies (``{lake}/_staging``) older than the retention: a
 failed gate leaves its staged rows there for inspection.
 Runs through delta-rs (``lib/portrait/core/maintenance.py``): no engine is started.
 """

@@ -41,6 +41,7 @@ from portrait.clean.records import (
     union_all,
 )
 from portrait.core.pipeline import Output, RunContext
+from portrait.privacy import erasure, masking
 
 #: Sources in processing order: users first, since test accounts are users.
 SOURCES = ("users", "addresses", "orders", "events")
@@ -49,6 +50,8 @@ SOURCES = ("users", "addresses", "orders", "events")
 def run(ctx: RunContext) -> list[Output]:
     """Read landing date ``ctx.dt``, check, classify, and return the silver writes."""
     spark, dt, catalog = ctx.spark, ctx.dt, ctx.catalog
+    ctx.notes["erasure_requests"] = erasure.process_requests(ctx.lake, ctx.conf, dt)  # erasure requests landed on D, first
+    salt, erased = erasure.checked_salt(catalog)  # the suppression list: erased people never come back
     contract = ctx.conf.landing
     settings = ctx.conf.pipeline["clean"]
     tz = ctx.conf.pipeline["time_zone"]
@@ -75,7 +78,8 @@ def run(ctx: RunContext) -> list[Output]:
     reconciliation: list[dict] = []
 
     def settle(source: str, raw: DataFrame, classified: DataFrame, key: str) -> DataFrame:
-        classified = ctx.materialize(classified.drop("_v"), source).withColumn("_v", F.expr("try_parse_json(raw_line)"))
+        private = masking.for_staging(masking.suppressed(classified.drop("_v"), spark, salt, erased, QUARANTINED), source, ctx.conf)
+        classified = ctx.materialize(private, source).withColumn("_v", F.expr("try_parse_json(raw_line)"))
         by_policy = F.col("rule").isin(*settings["policy_rules"])
         tally = classified.groupBy("outcome", by_policy.alias("by_policy")).count().collect()
         counts = Counter()

@@ -82,7 +82,7 @@ BASE = {
 
 def frame(spark, table, *changes, conf=CONF):
     """A DataFrame with the declared schema of ``table``: one row per change of its BASE row."""
-    columns = conf.tables[table]["columns"]
+    columns = Catalog(".", conf).spec(table).columns  # types resolved ({type: T, pii: true} marks too)
     rows = [tuple({**BASE[table], **change}[c] for c in columns) for change in changes]
     return spark.createDataFrame(rows, ", ".join(f"`{c}` {t}" for c, t in columns.items()))
 

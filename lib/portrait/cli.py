@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[shared, engine], help="write every user's profile as JSON lines")
     export.add_argument("--date", type=_date, default=None, help="snapshot date (default: the latest)")
     export.add_argument("--out", default=None, metavar="PATH", help="output file (default: {lake}/exports/profile-{date}.jsonl)")
+    export.add_argument("--with-pii", action="store_true", help="keep personal fields (name, addresses) in clear; recorded in ops.exports")
 
     evaluate = commands.add_parser(
         "evaluate", parents=[shared, engine], help="score a snapshot's model tags against a generated lake's truth"
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("name", nargs="?", help="the segment (count, export)")
     segment.add_argument("--date", type=_date, default=None, help="snapshot date (default: the newest with segments)")
     segment.add_argument("--out", default=None, metavar="PATH", help="export: write here (.csv or .jsonl; default: CSV on stdout)")
+    segment.add_argument(
+        "--with-pii", action="store_true", help="export: add the members' personal fields (name) in clear; recorded in ops.exports"
+    )
     segment.add_argument(
         "--where",
         default=None,
@@ -119,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("action", choices=["add", "remove", "token", "list"])
     users.add_argument("account", nargs="?")
     users.add_argument("--role", default=None, help="add: a role of conf/explorer.yaml (operator sees personal fields, analyst not)")
+
+    forget = commands.add_parser(
+        "forget", parents=[shared], help="erase people from every table, file and old version (docs/privacy.md; no engine)"
+    )
+    forget.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    forget.add_argument("--reason", default="", help="why (kept in ops.erasure_log; no personal data here)")
+    forget.add_argument("--no-purge", dest="purge", action="store_false", help="leave vacuuming old versions to the next maintenance run")
 
     rollback = commands.add_parser("rollback", parents=[shared], help="restore a table to an earlier Delta version (on-call)")
     rollback.add_argument("table", help="declared table name, e.g. silver.orders")
@@ -301,15 +312,41 @@ def cmd_show(args) -> int:
 
 def cmd_export(args) -> int:
     from portrait.core import engine
+    from portrait.core.tables import Catalog
     from portrait.master.render import export_profiles
+    from portrait.privacy import exports
 
     spark = engine.get_spark(args.engine, args.remote)
     with _progress() as bar:
         task = bar.add_task("rendering profiles", total=None)
         path, lines, dt = export_profiles(
-            spark, args.lake, _conf(args), args.date, args.out, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            spark,
+            args.lake,
+            conf := _conf(args),
+            args.date,
+            args.out,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            with_pii=args.with_pii,
         )
-    print(f"wrote {lines:,} profiles of {dt} to {path}")
+    catalog = Catalog(args.lake, conf)
+    pii = catalog.spec("gold.profile_snapshot").pii
+    exports.record(catalog, "export", "gold.profile_snapshot", dt, lines, args.with_pii, pii, str(path))
+    masked = "" if args.with_pii else f" (personal fields {', '.join(pii)} left out; --with-pii keeps them)"
+    print(f"wrote {lines:,} profiles of {dt} to {path}{masked}")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from portrait.privacy.erasure import forget
+
+    done = forget(args.lake, _conf(args), args.user_ids, reason=args.reason, do_purge=args.purge)
+    print(
+        f"erased {done['users']} user(s) ({done['already_erased']} already erased) from {len(done['tables'])} tables"
+        f" and {len(done['files'])} files in {done['seconds']}s; "
+        + ("old versions purged" if done["purged"] else "old versions left to the maintenance run (--no-purge)")
+    )
+    for name, rows in sorted({**done["tables"], **done["files"]}.items()):
+        print(f"  {name:<40} {rows:>8,}")
     return 0
 
 
@@ -366,7 +403,12 @@ def cmd_segment(args) -> int:
     elif args.action == "count":
         print(bitmaps.counts(catalog, dt, args.name)[args.name])
     elif args.action == "export":
-        print(_export(bitmaps.member_ids(catalog, dt, args.name), args.name, dt, args.out), file=sys.stderr)
+        from portrait.privacy import exports
+
+        members = bitmaps.member_ids(catalog, dt, args.name)
+        pii, extra = exports.member_columns(catalog, dt, members) if args.with_pii else ([], {})
+        print(_export(members, args.name, dt, args.out, pii, extra), file=sys.stderr)
+        exports.record(catalog, "segment export", args.name, dt, len(members), args.with_pii, pii, args.out or "stdout")
     else:
         from portrait.segments.report import render
 
@@ -376,13 +418,23 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def _export(user_ids: list[str], segment: str, dt: date, out: str | None) -> str:
-    """Write member ids as CSV (user_id header) or JSON lines (by the file's suffix); stdout without --out."""
+def _export(user_ids: list[str], segment: str, dt: date, out: str | None, pii=(), extra=None) -> str:
+    """Write member ids (and with ``pii`` their personal columns) as CSV or JSON lines (by the file's suffix); stdout without --out."""
+    import csv
+    import io
+
+    extra = extra or {}
     as_json = bool(out) and out.endswith((".jsonl", ".json"))
     if as_json:
-        lines = [json.dumps({"segment": segment, "user_id": u, "dt": str(dt)}) for u in user_ids]
+        lines = [
+            json.dumps({"segment": segment, "user_id": u, **(extra.get(u, dict.fromkeys(pii))), "dt": str(dt)}, ensure_ascii=False)
+            for u in user_ids
+        ]
     else:
-        lines = ["user_id", *user_ids]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows([["user_id", *pii], *([u, *(extra.get(u, {}).get(c) for c in pii)] for u in user_ids)])
+        lines = buffer.getvalue().splitlines()
     text = "\n".join(lines) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -491,6 +543,7 @@ COMMANDS = {
     "tables": cmd_tables,
     "migrate": cmd_migrate,
     "rollback": cmd_rollback,
+    "forget": cmd_forget,
     "serve": cmd_serve,
     "index": cmd_index,
     "users": cmd_users,

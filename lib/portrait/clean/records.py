@@ -14,6 +14,8 @@ from pyspark.sql import functions as F
 from portrait.clean.contract import add_rule, business_date, end_of_day_utc, json_value, resolve_rules
 
 ACCEPTED, QUARANTINED, DUPLICATE = "accepted", "quarantined", "duplicate"
+#: silver.addresses' place: the text before the first digit or space (no house number, name or phone).
+PLACE_NAME = r"^([^0-9０-９\s]+)"
 
 
 def classify(checked: DataFrame, key: str, earlier_keys: DataFrame | None = None, keep: str = "first") -> DataFrame:
@@ -106,7 +108,7 @@ def shape_addresses(accepted: DataFrame, landing_dt: date, time_zone: str, decim
     return accepted.select(
         "address_id",
         "user_id",
-        F.regexp_extract("text", r"^([^0-9０-９\s]+)", 1).alias("place_name"),
+        F.regexp_extract("text", PLACE_NAME, 1).alias("place_name"),
         F.round("lat", decimals).alias("lat"),
         F.round("lon", decimals).alias("lon"),
         "poi_type",

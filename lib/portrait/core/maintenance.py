@@ -80,6 +80,15 @@ def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - one table's trouble must not stop the others
             failed[name] = f"{type(exc).__name__}: {exc}"
             log.exception("maintenance of %s failed", name)
+    from portrait.privacy.erasure import purge_pending
+
+    try:  # erasures recorded with --no-purge: their old versions go now
+        purged = purge_pending(lake, conf)
+        if purged:
+            done["erasure_purge"] = purged
+    except Exception as exc:  # noqa: BLE001 - reported with the tables' failures
+        failed["erasure_purge"] = f"{type(exc).__name__}: {exc}"
+        log.exception("the pending erasure purge failed")
     staging = Path(lake) / "_staging"
     cutoff = time.time() - hours * 3600
     for folder in staging.glob("*/*") if staging.is_dir() else ():  # TODO(issue 15): stale staged copies on object storage

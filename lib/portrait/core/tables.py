@@ -68,6 +68,7 @@ class TableSpec:
     run_partition: str | None = None
     newer_by: str | None = None
     lake: str = "."
+    pii: tuple[str, ...] = ()  # columns marked ``pii: true`` (personal data: masked in exports, erased by `portrait forget`)
 
     @property
     def path(self) -> str:
@@ -121,7 +122,31 @@ class Catalog:
             run_partition=decl.get("run_partition") or (partition_by[0] if partition_by else None),
             newer_by=decl.get("newer_by"),
             lake=self.lake,
+            pii=tuple(self.pii_columns(name)),
         )
+
+    def pii_columns(self, name: str) -> list[str]:
+        """The personal columns of ``name``: marked ``pii: true`` on the column (``{type: T, pii: true}``), on the
+        tag it comes from (conf/tags.yaml), or on the table a ``columns_of`` / ``array_of`` / ``columns_like``
+        entry takes it from - so a copy of a personal column is personal wherever it is placed."""
+        like = self.declarations[name].get("columns_like")
+        if like:
+            return self.pii_columns(like)
+        marked = []
+        for column, _, source in self.column_sources(name, marks=True):
+            kind, origin = (source[0], source[1]) if source else ("", None)
+            if kind == "pii" or (kind == "tag" and self.tags.tag(origin).get("pii")):
+                marked.append(column)
+            elif kind == "table" and column in self.pii_columns(origin):
+                marked.append(column)
+            elif kind == "array_of" and self.pii_columns(origin):
+                marked.append(column)
+        return marked
+
+    def user_tables(self) -> list[str]:
+        """Declared tables holding a row per user (a ``user_id`` column): what `portrait forget` erases from.
+        Derived, so a table added to conf/tables (a campaign table, say) is covered without a code change."""
+        return [name for name in self.names() if "user_id" in self.spec(name).columns]
 
     def _columns(self, name: str, decl: dict) -> dict[str, str]:
         """The declared columns, or those of the table named by ``columns_like`` (one list, no twin)."""
@@ -134,7 +159,7 @@ class Catalog:
             return dict(self.spec(like).columns)
         return {column: kind for column, kind, _ in self.column_sources(name)}
 
-    def column_sources(self, name: str) -> list[tuple[str, str, tuple]]:
+    def column_sources(self, name: str, marks: bool = False) -> list[tuple[str, str, tuple]]:
         """``(column, type, source)`` of each column of ``name``, in order (conf/tables/README.md).
 
         ``columns:`` is a mapping ``{column: type}`` or a list of entries, each
@@ -142,13 +167,14 @@ class Catalog:
         (the columns of conf/tags.yaml), ``{columns_of: TABLE}`` (another
         table's columns but its partition columns and those already placed) and
         ``{column: {array_of: TABLE}}`` (its rows nested, as in the master).
-        ``source`` is ``()``, ``("tag", TAG)``, ``("table", TABLE)`` or ``("array_of", TABLE)``.
+        ``source`` is ``()``, ``("tag", TAG)``, ``("table", TABLE)`` or ``("array_of", TABLE)``;
+        with ``marks``, a column of its own marked ``{type: T, pii: true}`` has source ``("pii", None)``.
         """
         entries = self.declarations[name].get("columns")
         if entries is None:
             raise KeyError(f"table {name!r} declares no columns")
         if isinstance(entries, dict):  # the plain form: every key a column
-            return [(column, str(kind), ()) for column, kind in entries.items()]
+            return [(column, *_own_column(name, column, kind, marks)) for column, kind in entries.items()]
         placed: dict[str, tuple[str, tuple]] = {}
 
         def place(column: str, kind: str, source: tuple) -> None:
@@ -180,7 +206,7 @@ class Catalog:
                 fields = [f"{c}:{k}" for c, k in inner.columns.items() if c not in keys and c not in inner.partition_by]
                 place(key, f"array<struct<{','.join(fields)}>>", ("array_of", value["array_of"]))
             else:
-                place(key, str(value), ())
+                place(key, *_own_column(name, key, value, marks))
         return [(column, kind, source) for column, (kind, source) in placed.items()]
 
     @cached_property
@@ -267,11 +293,12 @@ class Catalog:
             return
         if not parquet_commit.native_delta(spark):
             parquet_commit.create(spark, spec)
-            return
-        writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
-        if spec.partition_by:
-            writer = writer.partitionBy(*spec.partition_by)
-        writer.save(spec.path)
+        else:
+            writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
+            if spec.partition_by:
+                writer = writer.partitionBy(*spec.partition_by)
+            writer.save(spec.path)
+        private_stats(spec)
 
     def _replace_partition(self, df, spec: TableSpec, partition_value, native: bool) -> None:
         if not spec.run_partition:
@@ -366,6 +393,35 @@ class Catalog:
         from deltalake import DeltaTable
 
         return DeltaTable(self.spec(name).path, storage_options=storage.delta_options(self.lake)).version()
+
+
+def stats_columns(spec: TableSpec) -> str:
+    """``delta.dataSkippingStatsColumns`` of a table: its columns but the personal and the partition ones."""
+    return ",".join(c for c in spec.columns if c not in spec.pii and c not in spec.partition_by)
+
+
+def private_stats(spec: TableSpec) -> None:
+    """Keep personal columns out of the transaction log: Delta writers record min/max per column of every file
+    they add (``stats``), so a name would otherwise stay in ``_delta_log`` after its rows were erased. The table
+    property ``delta.dataSkippingStatsColumns`` lists the columns that get statistics: every column but the
+    ``pii: true`` ones (Sail, delta-rs and delta-spark honour it)."""
+    if not spec.pii:
+        return
+    from deltalake import DeltaTable
+
+    kept = stats_columns(spec)
+    table = DeltaTable(spec.path, storage_options=storage.delta_options(spec.path))
+    if table.metadata().configuration.get("delta.dataSkippingStatsColumns") != kept:
+        table.alter.set_table_properties({"delta.dataSkippingStatsColumns": kept}, raise_if_not_exists=False)
+
+
+def _own_column(table: str, column: str, declared, marks: bool) -> tuple[str, tuple]:
+    """(type, source) of a column declared as ``type`` or ``{type: T, pii: true}``."""
+    if not isinstance(declared, dict):
+        return str(declared), ()
+    if set(declared) - {"type", "pii"} or "type" not in declared or not isinstance(declared.get("pii", False), bool):
+        raise KeyError(f"table {table!r}: column {column!r} must be `TYPE` or `{{type: TYPE, pii: true|false}}`, not {declared!r}")
+    return str(declared["type"]), (("pii", None) if marks and declared.get("pii") else ())
 
 
 def upserted(existing, updates, key: tuple[str, ...], newer_by: str | None):

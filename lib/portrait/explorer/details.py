@@ -74,7 +74,8 @@ class Explorer:
         return load_book(self.lake.conf)
 
     def personal(self, table: str) -> set[str]:
-        return set((self.settings.get("personal") or {}).get(table) or ())
+        """The table's personal columns: its ``pii: true`` marks in conf/tables (docs/privacy.md)."""
+        return set(self.lake.catalog.spec(table).pii) if table in self.lake.catalog.declarations else set()
 
     def mask_rows(self, table: str, rows: list[dict], who: Principal) -> list[dict]:
         hidden = set() if who.personal else self.personal(table) | self.personal(SNAPSHOT)  # a tag's column has one name everywhere

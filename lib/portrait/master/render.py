@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
+from portrait.privacy.masking import masked_columns
 
 SNAPSHOT = "gold.profile_snapshot"
 GENDER = {"M": "男", "F": "女"}
@@ -160,9 +161,12 @@ def schema(conf: Conf) -> dict:
 
 
 def export_profiles(
-    spark, lake: str, conf: Conf, dt: date | None = None, out: str | Path | None = None, progress=None
+    spark, lake: str, conf: Conf, dt: date | None = None, out: str | Path | None = None, progress=None, with_pii: bool = False
 ) -> tuple[Path, int, date]:
     """Write every user's profile of snapshot ``dt`` (default: the latest) as JSON lines; returns (path, lines, dt).
+
+    The personal columns (``pii: true`` in conf/tables) are left out (null)
+    unless ``with_pii``: the CLI records who asked in ops.exports.
 
     Rendering runs on the engine (mapInPandas over the snapshot, the same
     ``render`` as ``show``); the driver only streams the finished lines, in
@@ -171,6 +175,8 @@ def export_profiles(
     catalog = Catalog(lake, conf)
     dt = snapshot_date(spark, catalog, dt)
     snapshot = catalog.read(spark, SNAPSHOT).where(F.col("dt") == F.lit(dt))
+    if not with_pii:
+        snapshot = masked_columns(snapshot, catalog.spec(SNAPSHOT).pii)
     total = snapshot.count()
     if total == 0:
         raise ProfileNotFound(f"the snapshot of {dt} is empty")
