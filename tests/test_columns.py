@@ -15,7 +15,7 @@ def _bits(value):
     return None if value is None or value != value else struct.pack("<d", value)
 
 
-@pytest.mark.parametrize("decimals", [0, 2, 6, 12])
+@pytest.mark.parametrize("decimals", [0, 2, 6, 10, 12])
 def test_rounded_equals_the_built_in_round_bit_for_bit(spark, decimals):
     rng = random.Random(7)
     values = [rng.randint(-180_000_000, 180_000_000) / 1e6 for _ in range(20_000)]  # coordinates as they land
