@@ -50,6 +50,7 @@ from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
 from portrait.clean.as_of import SilverAsOf
+from portrait.core.columns import rounded
 from portrait.core.pipeline import Output, RunContext
 from portrait.models import bgnbd, churn, evaluate, gender, load_settings, occupation, registry, sensitivity, taste, threshold
 from portrait.models.distributed import map_in_pandas
@@ -509,7 +510,7 @@ def threshold_curve(ctx: RunContext, settings: dict, scored: DataFrame, version:
     last = len(threshold.grid(step)) - 1
     p = F.col("churn_probability")
     k = F.floor(p / step).cast("int")
-    at = lambda n: F.round(n.cast("double") * step, 10)  # noqa: E731 - grid()'s thresholds in SQL
+    at = lambda n: rounded(n.cast("double") * step, 10)  # noqa: E731 - grid()'s thresholds in SQL (no F.round: Sail clusters)
     k = F.when(p < at(k), k - 1).when(p >= at(k + 1), k + 1).otherwise(k)
     k = F.least(F.greatest(k, F.lit(0)), F.lit(last))
     bins = scored.where(p.isNotNull()).groupBy(k.alias("bin")).agg(F.count(F.lit(1)).alias("users"), F.sum(p).alias("p_sum")).toPandas()

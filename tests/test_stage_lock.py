@@ -54,3 +54,9 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder.wait(timeout=60)
     with stage_lock(RunContext(None, lake, date(2026, 9, 30)), "clean"):
         pass
+
+
+def test_maintenance_removes_stale_staged_copies_on_local_disk(tmp_path):
+    from test_s3 import check_stale_staging_cleanup
+
+    check_stale_staging_cleanup(str(tmp_path / "lake"))

@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from portrait.clean.contract import add_rule, business_date, end_of_day_utc, json_value, resolve_rules
+from portrait.core.columns import rounded
 
 ACCEPTED, QUARANTINED, DUPLICATE = "accepted", "quarantined", "duplicate"
 #: silver.addresses' place: the text before the first digit or space (no house number, name or phone).
@@ -109,8 +110,8 @@ def shape_addresses(accepted: DataFrame, landing_dt: date, time_zone: str, decim
         "address_id",
         "user_id",
         F.regexp_extract("text", PLACE_NAME, 1).alias("place_name"),
-        F.round("lat", decimals).alias("lat"),
-        F.round("lon", decimals).alias("lon"),
+        rounded("lat", decimals).alias("lat"),
+        rounded("lon", decimals).alias("lon"),
         "poi_type",
         "city",
         end_of_day_utc(landing_dt, time_zone).alias("updated_at"),

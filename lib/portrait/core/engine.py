@@ -233,16 +233,16 @@ def _start_classic():
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
     master = os.environ.get("PORTRAIT_SPARK_MASTER", "local[2]")
+    from portrait.core import servers
 
     def builder():
         built = (
             SparkSession.builder.master(master).appName("portrait").config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "8g"))
         )
-        for key, value in {**CLASSIC_CONF, **_local_shuffle_partitions(master), **SESSION_CONF}.items():
+        settings = {**CLASSIC_CONF, **servers.jvm_s3_settings(), **_local_shuffle_partitions(master), **SESSION_CONF}
+        for key, value in settings.items():
             built = built.config(key, value)
         return built
-
-    from portrait.core import servers
 
     try:
         jars = servers.delta_jars()
@@ -250,7 +250,7 @@ def _start_classic():
         jars = None
         log.warning("%s: JVM Spark falls back to Ivy (spark.jars.packages)", exc)
     with_delta = builder()
-    for key, value in servers.DELTA_CONF.items():
+    for key, value in {**servers.DELTA_CONF, **servers.delta_tuning(master)}.items():
         with_delta = with_delta.config(key, value)
     try:
         if jars:  # the jars `make jars` fetched, pinned in jvm-jars.txt

@@ -8,9 +8,7 @@ compaction, vacuum and rollback all go through it here.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from pathlib import Path
 
 from deltalake import DeltaTable
 
@@ -57,6 +55,30 @@ def retention_hours(conf) -> int:
     return days * 24
 
 
+def remove_stale_staging(lake: str, hours: int, now: float | None = None) -> list[str]:
+    """Delete staged copies (``_staging/{stage}/{dt}/``) nothing under which changed for ``hours``.
+
+    A run that died between write and publish leaves its copy behind; the next
+    run of that stage and date replaces it anyway, so an old one is only space.
+    Works the same on local disk and object storage (where a folder is a prefix
+    and its age that of its newest object); lock files are left to the lock.
+    """
+    staging = storage.join(lake, "_staging")
+    cutoff = (time.time() if now is None else now) - hours * 3600
+    removed = []
+    for stage in storage.list_dir(staging):
+        for name in storage.list_dir(storage.join(staging, stage)):
+            folder = storage.join(staging, stage, name)
+            if not storage.is_dir(folder):
+                continue
+            changed = storage.modified_at(folder)
+            if changed is not None and changed < cutoff:
+                storage.remove_tree(folder)
+                removed.append(folder)
+                log.info("removed stale staged copy %s", folder)
+    return removed
+
+
 def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
     """Compact and vacuum every declared table of ``lake``; returns what was done per table."""
 
@@ -89,12 +111,7 @@ def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001 - reported with the tables' failures
         failed["erasure_purge"] = f"{type(exc).__name__}: {exc}"
         log.exception("the pending erasure purge failed")
-    staging = Path(lake) / "_staging"
-    cutoff = time.time() - hours * 3600
-    for folder in staging.glob("*/*") if staging.is_dir() else ():  # TODO(issue 15): stale staged copies on object storage
-        if folder.is_dir() and folder.stat().st_mtime < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed stale staged copy %s", folder)
+    remove_stale_staging(lake, hours)
     if failed:
         raise RuntimeError("maintenance failed for " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     return done

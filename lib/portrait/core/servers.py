@@ -34,10 +34,66 @@ def jars_dir() -> Path:
 
 def delta_jars() -> list[str]:
     """The Delta Lake jars, or a clear error naming the folder and the command that fills it."""
-    found = sorted(str(p) for p in jars_dir().glob("*.jar"))
+    found = sorted(str(p) for p in jars_dir().glob("delta-*.jar"))
     if not any("delta-spark" in Path(p).name for p in found):
         raise FileNotFoundError(f"no delta-spark jar in {jars_dir()} (run `make jars`, or set {JARS_ENV} to a folder holding them)")
     return found
+
+
+#: The jars of s3a:// (jvm-jars.txt): hadoop-aws, the AWS SDK v2 bundle, the analytics accelerator.
+S3_JAR_PREFIXES = ("hadoop-aws-", "bundle-", "analyticsaccelerator-s3-")
+
+
+def s3_jars() -> list[str]:
+    """The s3a jars, or a clear error: a JVM engine cannot reach an object-store lake without them."""
+    found = sorted(str(p) for p in jars_dir().glob("*.jar") if p.name.startswith(S3_JAR_PREFIXES))
+    missing = [prefix.rstrip("-") for prefix in S3_JAR_PREFIXES if not any(Path(p).name.startswith(prefix) for p in found)]
+    if missing:
+        raise FileNotFoundError(
+            f"no {', '.join(missing)} jar in {jars_dir()}: the JVM engine needs them for an s3:// lake "
+            f"(run `make jars`, or set {JARS_ENV} to a folder holding them)"
+        )
+    return found
+
+
+def s3a_conf() -> dict[str, str]:
+    """Spark settings for s3:// and s3a:// paths from the standard AWS variables (as Sail and delta-rs read them).
+
+    The endpoint (``AWS_ENDPOINT_URL[_S3]``), its region and path-style addressing
+    (unless ``AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true``); ``s3://`` is served by
+    S3AFileSystem too, so the lake URI is the same for every engine. Credentials
+    are NOT put in the settings (they would show in the command line and the
+    UI): hadoop-aws's default provider chain reads ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN`` from the JVM's environment.
+    """
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+    }
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https://")).lower()
+    if region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    virtual_hosted = os.environ.get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false").lower() == "true"
+    conf["spark.hadoop.fs.s3a.path.style.access"] = str(not virtual_hosted).lower()
+    return conf
+
+
+def jvm_s3_settings() -> dict[str, str]:
+    """s3a settings and the class path that carries its jars (driver and executors), if the jars are there.
+
+    On the class path, not in ``spark.jars`` / ``--jars``: those are copied to
+    every executor at start, and the SDK bundle alone is 686 MB.
+    """
+    try:
+        jars = s3_jars()
+    except FileNotFoundError:
+        return {}
+    path = ":".join(jars)
+    return {**s3a_conf(), "spark.driver.extraClassPath": path, "spark.executor.extraClassPath": path}
 
 
 #: Delta Lake's SQL extension and catalog, as Delta's docs set them.
@@ -45,6 +101,23 @@ DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
+
+
+#: delta-spark settings for a lake of many small tables on few cores (``local[N]``, ``local-cluster``).
+#: Delta rebuilds a table's snapshot from its log with ``snapshotPartitions``
+#: (default 50) tasks, at every first read after a commit; on two cores that is
+#: 50 near-empty tasks per table per stage. ``replaceWhere``'s own constraint
+#: check scans the rows again: the catalog has already refused any row outside
+#: the partition it replaces (tables.Catalog._replace_partition).
+DELTA_LOCAL_CONF = {
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.databricks.delta.replaceWhere.constraintCheck.enabled": "false",
+}
+
+
+def delta_tuning(master: str) -> dict[str, str]:
+    """:data:`DELTA_LOCAL_CONF` on one machine's masters; a real cluster keeps Delta's defaults."""
+    return dict(DELTA_LOCAL_CONF) if master.startswith("local") else {}
 
 
 def free_port() -> int:
@@ -108,6 +181,7 @@ def start_jvm_connect(
     port = free_port()
     settings = {
         **DELTA_CONF,
+        **delta_tuning(master),
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.connect.grpc.maxInboundMessageSize": str(2**31 - 1),
@@ -117,9 +191,12 @@ def start_jvm_connect(
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         **(conf or {}),
     }
-    if master.startswith("local-cluster"):
-        # executors of local-cluster start from SPARK_HOME's jars only: give them the Delta jars too
-        settings["spark.executor.extraClassPath"] = ":".join(delta_jars())
+    s3 = jvm_s3_settings()
+    # executors of local-cluster start from SPARK_HOME's jars only: give them the Delta jars too
+    executor_path = [*(delta_jars() if master.startswith("local-cluster") else []), s3.pop("spark.executor.extraClassPath", "")]
+    if any(executor_path):
+        s3["spark.executor.extraClassPath"] = ":".join(filter(None, executor_path))
+    settings = {**s3, **settings}
     cmd = [str(spark_home / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
     cmd += ["--master", master, "--jars", ",".join(delta_jars())]
     for key, value in settings.items():

@@ -271,6 +271,22 @@ def list_dir(path: str) -> list[str]:
     return sorted(names)
 
 
+def modified_at(path: str) -> float | None:
+    """When anything under ``path`` (a file or a folder) last changed, in epoch seconds; None if nothing is there."""
+    if not is_remote(path):
+        root = Path(path)
+        if not root.exists():
+            return None
+        return max([root.stat().st_mtime, *(p.stat().st_mtime for p in root.rglob("*"))])
+    import obstore
+
+    store, key = _obj(path)
+    times = [meta["last_modified"].timestamp() for batch in obstore.list(store, key.rstrip("/") + "/") for meta in batch]
+    if not times and is_file(path):
+        times = [obstore.head(store, key)["last_modified"].timestamp()]
+    return max(times) if times else None
+
+
 def remove(path: str) -> None:
     """Delete one file or object; nothing if it is not there."""
     if not is_remote(path):

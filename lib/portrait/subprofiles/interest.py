@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from portrait.core.columns import rounded
 from portrait.subprofiles.common import DAYS_AGO, first_n, snapshot_date, sorted_by, sum_in, with_days_ago, zero_if_missing
 from portrait.subprofiles.daily import category_days
 
@@ -95,4 +96,4 @@ def ranked_weights(scored: Column, top_score: Column) -> Column:
     weighted = F.transform(
         scored, lambda c: F.struct(c["category"].alias("category"), (c["score"] / top_score).alias("weight"), c["score"].alias("score"))
     )
-    return F.coalesce(sorted_by(weighted, lambda c: [-F.round(c["weight"], 12), c["category"]]), F.array().cast(WEIGHTS_TYPE))
+    return F.coalesce(sorted_by(weighted, lambda c: [-rounded(c["weight"], 12), c["category"]]), F.array().cast(WEIGHTS_TYPE))
