@@ -12,15 +12,15 @@ through each campaign's channel, with ``ops.campaign_deliveries`` as the outbox
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from portrait.campaigns import assignment, channels, results
-from portrait.campaigns.declarations import Campaign, CampaignBook, load_campaigns
-from portrait.core.pipeline import Output, RunContext, append_rows, stage_lock
+from portrait.campaigns import assignment, channels, delivery, results
+from portrait.campaigns.declarations import CampaignBook, load_campaigns
+from portrait.core.pipeline import Output, RunContext
 from portrait.segments import audiences
 from portrait.segments.rules import load_book
 
@@ -125,87 +125,13 @@ def run(ctx: RunContext) -> list[Output]:
 # --------------------------------------------------------------------------- delivery
 
 
-def _published_rows(ctx: RunContext, table: str, filters: list) -> pd.DataFrame:
-    """Rows of a published table through delta-rs (the delivery loop needs no engine)."""
-    from deltalake import DeltaTable
-
-    from portrait.core import storage
-
-    spec = ctx.catalog.spec(table)
-    if not ctx.catalog.exists(table):
-        return pd.DataFrame(columns=list(spec.columns))
-    return DeltaTable(spec.path, storage_options=storage.delta_options(spec.path)).to_pandas(filters=filters)
-
-
-def pending_deliveries(ctx: RunContext, campaign: Campaign) -> tuple[list[channels.Delivery], set[str]]:
-    """(D's treatment deliveries of ``campaign``, the keys already settled in the outbox)."""
-    rows = _published_rows(ctx, ASSIGNMENTS, [("dt", "=", ctx.dt), ("campaign", "=", campaign.name), ("arm", "=", assignment.TREATMENT)])
-    outbox = _published_rows(ctx, DELIVERIES, [("dt", "=", ctx.dt), ("campaign", "=", campaign.name)])
-    settled = set(outbox.loc[outbox["status"].isin(channels.SETTLED), "idempotency_key"])
-    deliveries = [
-        channels.Delivery(r.campaign, r.user_id, r.channel, r.idempotency_key, r.message, ctx.dt)
-        for r in rows.sort_values("user_id").itertuples()
-    ]
-    return deliveries, settled
-
-
-def send(ctx: RunContext, name: str, dry_run: bool = False, sender=None) -> dict:
-    """Deliver D's treatment rows of campaign ``name`` not yet settled; one sender per campaign and date at a time."""
-    book = load_campaigns(ctx.conf)
-    campaign = book.campaign(name)
-    with stage_lock(ctx, f"deliveries-{name}"):
-        deliveries, settled = pending_deliveries(ctx, campaign)
-        if dry_run:
-            pending = [d for d in deliveries if d.idempotency_key not in settled]
-            return {
-                "campaign": name,
-                "dt": str(ctx.dt),
-                "assigned": len(deliveries),
-                "settled": len(settled & {d.idempotency_key for d in deliveries}),
-                "would_send": len(pending),
-                "sample": [d.message for d in pending[:3]],
-            }
-        if not [d for d in deliveries if d.idempotency_key not in settled]:
-            return {"campaign": name, "dt": str(ctx.dt), "skipped": len(deliveries), "delivered": 0, "rejected": 0, "failed": 0}
-        sender = sender or channels.sender_for(campaign.channel)
-
-        def record(batch, outcomes):
-            at = datetime.now(UTC)
-            bid = channels.batch_id(batch)
-            by_key = {o.idempotency_key: o for o in outcomes}
-            append_rows(
-                ctx.lake,
-                ctx.conf,
-                DELIVERIES,
-                [
-                    {
-                        "campaign": d.campaign,
-                        "user_id": d.user_id,
-                        "channel": d.channel,
-                        "idempotency_key": d.idempotency_key,
-                        "status": by_key[d.idempotency_key].status,
-                        "attempts": by_key[d.idempotency_key].attempts,
-                        "response_code": by_key[d.idempotency_key].response_code,
-                        "error": by_key[d.idempotency_key].error,
-                        "batch_id": bid,
-                        "attempted_at": at,
-                        "dt": ctx.dt,
-                    }
-                    for d in batch
-                ],
-            )
-
-        counts = channels.deliver(deliveries, settled, sender, record, campaign.channel.batch_size)
-        return {"campaign": name, "dt": str(ctx.dt), **counts}
-
-
 def run_deliveries(ctx: RunContext) -> list[Output]:
     """The deliveries stage: send every active campaign of D; a channel without an endpoint is left pending (noted)."""
     book = load_campaigns(ctx.conf)
     sent, unsent = {}, {}
     for campaign in book.active(ctx.dt):
         try:
-            sent[campaign.name] = send(ctx, campaign.name)
+            sent[campaign.name] = delivery.send(ctx, campaign.name)
         except channels.ChannelConfigError as exc:
             unsent[campaign.name] = str(exc)
             log.warning("%s; its deliveries of %s stay pending", exc, ctx.dt)
