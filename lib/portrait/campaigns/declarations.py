@@ -67,6 +67,7 @@ class Campaign:
     holdout: float
     horizon_days: int
     retention: bool = False
+    description: str = ""
 
     def active_on(self, dt: date) -> bool:
         return self.start <= dt <= self.end
@@ -125,7 +126,11 @@ def compile_book(declarations: dict, segments: SegmentBook, snapshot_tags: set[s
                 f"channel {name}: consent {spec.get('consent')!r} is not a consent channel{_hint(spec.get('consent'), consent_channels)};"
                 f" conf/landing.yaml sources.consent channels: {', '.join(consent_channels)}"
             )
-        channels[name] = Channel(name, **spec)
+        fields = [f for f in Channel.__dataclass_fields__ if f != "name"]
+        unknown = sorted(set(spec) - set(fields))
+        if unknown:
+            raise CampaignError(f"channel {name}: unknown setting {unknown[0]!r}{_hint(unknown[0], fields)}")
+        channels[name] = Channel(name, **{key: spec[key] for key in fields if key in spec})
     tags = set(snapshot_tags) | {band.name for band in segments.bands} | {d.name for d in segments.derived}
     expansions = {d.name: d.sql for d in segments.derived}
     campaigns = {}
@@ -169,6 +174,7 @@ def compile_book(declarations: dict, segments: SegmentBook, snapshot_tags: set[s
             float(spec["holdout"]),
             int(spec["horizon_days"]),
             bool(spec.get("retention", False)),
+            str(spec.get("description", "")),
         )
     retention = [c.name for c in campaigns.values() if c.retention]
     if len(retention) > 1:
