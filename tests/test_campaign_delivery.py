@@ -41,7 +41,7 @@ def setup(tmp_path, monkeypatch):
     shutil.copytree(REPO / "conf", conf_dir)
     declared = yaml.safe_load((conf_dir / "campaigns.yaml").read_text())
     declared["channels"]["push"].update(batch_size=BATCH, timeout_seconds=30, backoff_seconds=0.05)
-    (conf_dir / "campaigns.yaml").write_text(yaml.safe_dump(declared))
+    (conf_dir / "campaigns.yaml").write_text(yaml.safe_dump(declared, sort_keys=False))
     lake, conf = str(tmp_path / "lake"), Conf(conf_dir)
     rows = [
         {

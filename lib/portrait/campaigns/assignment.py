@@ -71,8 +71,11 @@ def under_cap(users: DataFrame, earlier: DataFrame, contacts: int, days: int, dt
     return users.join(capped, "user_id", "left_anti")
 
 
-def render_sql(campaign: Campaign) -> F.Column:
-    """The template as a column: literal text and the placeholders' values (empty for a null tag)."""
+def render_sql(campaign: Campaign, types: dict[str, str]) -> F.Column:
+    """The template as a column: literal text and the placeholders' values (empty for a null tag).
+
+    ``types`` are the tags' Spark types: a whole double renders without ".0".
+    """
     parts = []
     for text, field, _, _ in string.Formatter().parse(campaign.template):
         if text:
@@ -83,8 +86,9 @@ def render_sql(campaign: Campaign) -> F.Column:
             parts.append(F.lit(campaign.name))
         elif field is not None:
             value = F.col(f"`{field}`")
-            shown = F.when(value.cast("double") == F.floor(value.cast("double")), value.cast("bigint").cast("string"))
-            parts.append(F.coalesce(shown.otherwise(value.cast("string")), F.lit("")))
+            if types.get(field) in ("double", "float"):
+                value = F.when(value == F.floor(value), value.cast("bigint").cast("string")).otherwise(value.cast("string"))
+            parts.append(F.coalesce(value.cast("string"), F.lit("")))
     return F.concat(*parts) if parts else F.lit("")
 
 
@@ -100,7 +104,7 @@ def assign(users: DataFrame, tagged: DataFrame, campaign: Campaign, dt: date) ->
         F.when(share < F.lit(campaign.holdout), F.lit(HOLDOUT)).otherwise(F.lit(TREATMENT)).alias("arm"),
         F.lit(campaign.channel.name).alias("channel"),
         F.lit(campaign.consent).alias("consent"),
-        render_sql(campaign).alias("message"),
+        render_sql(campaign, dict(tagged.dtypes)).alias("message"),
         key.alias("idempotency_key"),
         F.lit(dt).cast("date").alias("dt"),
     )
