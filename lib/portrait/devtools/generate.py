@@ -183,7 +183,7 @@ CLEAN = 0
 (MALFORMED, MISSING, WRONG_TYPE, UNKNOWN_TYPE, DUP_EVENT, DUP_ORDER, LATE, FUTURE, BOT, TEST) = range(1, len(DIRT_KINDS) + 1)
 LINE_DIRT = (MALFORMED, MISSING, WRONG_TYPE, UNKNOWN_TYPE)  # applied to the serialized line
 WRONG_VALUES = {"string": 123, "long": "abc", "double": "abc", "boolean": "abc", "timestamp": True, "object": "abc", "array": "abc"}
-SOURCES = ("users", "addresses", "events", "orders")
+SOURCES = ("users", "addresses", "events", "orders", "consent")
 
 
 @dataclass
@@ -474,6 +474,7 @@ def _simulate_block(w: _World, block: int) -> _Block:
         "events": _add_dirt(rng, w, events, broken | {UNKNOWN_TYPE: r.unknown_event_type, DUP_EVENT: r.duplicate_event} | mistimed),
         "orders": _add_dirt(rng, w, orders_rec, broken | {DUP_ORDER: r.duplicate_order} | mistimed),
     }
+    records["consent"] = _add_dirt(rng, w, _consent_records(rng, w, u, users), broken)  # drawn last: the other sources stay as they were
     for name, rec in records.items():
         key = (rec["landing"], rec["ts"]) if "ts" in rec else (rec["landing"],)
         records[name] = _take(rec, np.lexsort(key[::-1]))
@@ -845,6 +846,35 @@ def _user_records(rng, w: _World, u: dict) -> dict:
     return _concat([rec, update])
 
 
+CONSENT_CHANNELS = {"push": 0.7, "email": 0.5, "sms": 0.6}  # share of users who grant each channel on registering
+CONSENT_WITHDRAWN = 0.05  # of the grants, withdrawn on a later day of the window
+
+
+def _consent_records(rng, w: _World, u: dict, users: dict) -> dict:
+    """Grants land with the registration (the first day for users from before the window); a few are withdrawn later."""
+    first = np.unique(users["uid"], return_index=True)[1]  # each user's first record (registration)
+    uid, ts, landing = users["uid"][first], users["ts"][first], users["landing"][first]
+    dirt = np.where(users["dirt"][first] == TEST, TEST, CLEAN).astype(np.int8)  # a test account's consent is its activity
+    parts = []
+    for code, share in enumerate(CONSENT_CHANNELS.values()):
+        granted = np.flatnonzero(rng.random(len(uid)) < share)
+        grant = {
+            "uid": uid[granted],
+            "channel": np.full(len(granted), code, np.int8),
+            "granted": np.ones(len(granted), bool),
+            "ts": np.maximum(ts[granted], w.day0_ms + landing[granted] * DAY_MS),
+            "landing": landing[granted],
+            "dirt": dirt[granted],
+        }
+        later = np.flatnonzero((rng.random(len(granted)) < CONSENT_WITHDRAWN) & (grant["landing"] < w.days - 1))
+        withdraw = _take(grant, later)
+        withdraw["landing"] = rng.integers(withdraw["landing"] + 1, w.days)
+        withdraw["ts"] = w.day0_ms + withdraw["landing"] * DAY_MS + rng.integers(0, DAY_MS // 2, len(later))
+        withdraw["granted"] = np.zeros(len(later), bool)
+        parts += [grant, withdraw]
+    return _concat(parts)
+
+
 def _address_records(rng, w: _World, u: dict, orders: dict) -> dict:
     """Each address lands on its first use (the first day for users from before the window)."""
     user, slot = np.nonzero(u["has_addr"])
@@ -977,7 +1007,13 @@ def _write_chunk(w: _World, landing: str, source: str, rec: dict, chunk: int, ta
     """One part file per landing date of this chunk; lines keep the (block, ts) order."""
     order = np.argsort(rec["landing"], kind="stable")
     bounds = np.searchsorted(rec["landing"][order], np.arange(w.days + 1))
-    render = {"events": _render_events, "orders": _render_orders, "users": _render_users, "addresses": _render_addresses}[source]
+    render = {
+        "events": _render_events,
+        "orders": _render_orders,
+        "users": _render_users,
+        "addresses": _render_addresses,
+        "consent": _render_consent,
+    }[source]
     for day in range(w.days):
         if bounds[day] == bounds[day + 1]:
             continue
@@ -1090,6 +1126,23 @@ def _render_users(w: _World, r: dict) -> pa.Array:
             ("channel", w.q["channel"].take(r["channel"])),
             ("city", _coded(w.q["city"], r["city"])),
             ("phone", _quote(r["phone"])),
+        ]
+    )
+
+
+def _render_consent(w: _World, c: dict) -> pa.Array:
+    channel = _quoted(list(CONSENT_CHANNELS)).take(c["channel"])
+    status = pc.if_else(pa.array(c["granted"]), '"granted"', '"withdrawn"')
+    key = _join(
+        ['"c', _user_id_strings(c["uid"]), "-", pc.utf8_lpad(_text(c["landing"]), width=4, padding="0"), "-", _text(c["channel"]), '"']
+    )
+    return _object(
+        [
+            ("consent_id", key),
+            ("user_id", _user_ids(c["uid"])),
+            ("channel", channel),
+            ("status", status),
+            ("ts", _timestamps(c["ts"], np.ones(len(c["uid"]), bool))),
         ]
     )
 
