@@ -225,6 +225,7 @@ def generate(
     progress: Callable[[str, int, int], None] | None = None,
     chunk_users: int = 50_000,
     dirt: DirtRates | None = None,
+    campaign_effects: list[CampaignEffect] | tuple = (),
 ) -> GenerateSummary:
     """Write ``days`` landing dates ending at ``end_date`` for ``users`` users, and their truth.
 
@@ -238,6 +239,7 @@ def generate(
     started = time.perf_counter()
     end = date.fromisoformat(end_date) if isinstance(end_date, str) else end_date
     world = _World(_Contract.load(conf_dir), users, days, end, seed, dirt or DirtRates())
+    world.campaign_effects = tuple(campaign_effects)
     lake = str(lake)
     landing, truth_path = storage.join(lake, "landing"), storage.join(lake, "truth", "users.parquet")
     for source in world.contract.sources:
@@ -518,6 +520,7 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     lifetime = rng.geometric(np.where(u["potential"], 1.0, u["hazard"]))  # days from start to churn
     horizon = w.days - 1 + LABEL_DAYS
     u["churn_day"] = np.where(u["potential"] | (start + lifetime > horizon), np.iinfo(np.int32).max, start + lifetime)
+    _campaign_effects(w, u, first, horizon)
 
     u["n_dev"] = 1 + (rng.random(n) < 0.35)
     u["devices"] = rng.integers(10**17, 10**18, (n, 2))
@@ -543,6 +546,40 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     phone = rng.choice([3, 5, 7, 8, 9], n) * 10**9 + rng.integers(0, 10**9, n)
     u["phone"] = np.array([f"1{p:010d}" for p in phone], dtype=object)
     return u
+
+
+@dataclass(frozen=True)
+class CampaignEffect:
+    """A campaign's true effect: from ``start`` on, a user its hash puts in treatment churns with hazard x (1 - reduction).
+
+    The arm is the pipeline's own (portrait.campaigns.assignment.arm_of), so whoever the campaign
+    contacts among them, treatment and holdout differ by this effect only. The hazard is per day and
+    memoryless, so a user still a customer on ``start`` draws the rest of their lifetime anew.
+    """
+
+    campaign: str
+    holdout: float
+    start: date
+    hazard_reduction: float
+
+
+def _campaign_effects(w: _World, u: dict, first: int, horizon: int) -> None:
+    """Apply each campaign effect to the block's users; truth columns treated_<campaign> (bool)."""
+    from portrait.campaigns.assignment import arm_of
+
+    never = np.iinfo(np.int32).max
+    for k, effect in enumerate(getattr(w, "campaign_effects", ())):
+        day = (effect.start - w.day0).days
+        ids = [f"u{g + 1:08d}" for g in u["gidx"]]
+        treated = np.array([arm_of(effect.campaign, uid, effect.holdout) == "treatment" for uid in ids])
+        u[f"treated_{effect.campaign}"] = treated
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(w.seed, spawn_key=(3, first // BLOCK_USERS, k))))
+        reduced = np.maximum(u["hazard"] * (1 - effect.hazard_reduction), 1e-9)
+        rest = rng.geometric(reduced)  # drawn for all, so the stream does not depend on who is alive
+        alive = treated & ~u["potential"] & (u["churn_day"] > day)
+        start = np.maximum(day, np.maximum(u["reg_day"], 0))
+        redrawn = np.where(start + rest > horizon, never, start + rest)
+        u["churn_day"] = np.where(alive, redrawn, u["churn_day"])
 
 
 def _daily_rates(w: _World, u: dict) -> dict[str, np.ndarray]:
@@ -990,6 +1027,9 @@ def _truth_table(w: _World, u: dict) -> pa.Table:
         "churn_date": pa.array(np.where(churn, (w.day0 - EPOCH).days + u["churn_day"], 0).astype(np.int32), mask=~churn).cast(pa.date32()),
         "churns_after_last_day": churn & (u["churn_day"] > w.days - 1),
     }
+    for effect in getattr(w, "campaign_effects", ()):
+        columns[f"treated_{effect.campaign}"] = u[f"treated_{effect.campaign}"]
+        columns[f"hazard_reduction_{effect.campaign}"] = np.full(u["n"], effect.hazard_reduction)
     return pa.table(columns)
 
 
