@@ -19,6 +19,9 @@ ASSIGNMENTS, DELIVERIES = "gold.campaign_assignments", "ops.campaign_deliveries"
 
 def pending_deliveries(ctx: RunContext, campaign: Campaign) -> tuple[list[channels.Delivery], set[str]]:
     """(D's treatment deliveries of ``campaign``, the keys already settled in the outbox)."""
+    if ctx.tables_read is not None:  # read with delta-rs, noted like the engine's reads (the bench counts them)
+        for table in (ASSIGNMENTS, DELIVERIES):
+            ctx.tables_read.setdefault(table, None)
     rows = read_table(ctx.catalog, ASSIGNMENTS, [("dt", "=", ctx.dt), ("campaign", "=", campaign.name), ("arm", "=", assignment.TREATMENT)])
     outbox = read_table(ctx.catalog, DELIVERIES, [("dt", "=", ctx.dt), ("campaign", "=", campaign.name)])
     settled = set(outbox.loc[outbox["status"].isin(channels.SETTLED), "idempotency_key"])
