@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import date
 
 import numpy as np
+import pytest
 
 from portrait.campaigns.assignment import arm_of
 from portrait.devtools.generate import CampaignEffect, generate, read_truth
+
+pytestmark = pytest.mark.slow  # two 6,000-user lakes of 61 days (about 40 s idle, 90 s on a loaded machine)
 
 
 def test_treated_users_churn_less_by_the_true_reduction(tmp_path):
