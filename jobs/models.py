@@ -211,7 +211,7 @@ def fit_bgnbd(ctx: RunContext, settings: dict, inputs: Inputs) -> DataFrame:
             (F.col("days") - 1).cast("bigint").alias("frequency"),
             F.datediff("last", "first").cast("bigint").alias("recency"),
             F.datediff(F.lit(ctx.dt), "first").cast("bigint").alias("age"),
-            F.col("monetary").cast("double").alias("monetary"),
+            F.round(F.col("monetary").cast("double"), 6).alias("monetary"),  # no float-summation order in the fit
         ),
         "bgnbd_summary",
     )
@@ -250,6 +250,7 @@ def fit_spend(ctx: RunContext, settings: dict, summary: DataFrame) -> gammagamma
     """The Gamma-Gamma spend model on the repeat customers (a sample on the driver); None (clv_90d null) if it cannot fit."""
     repeat = summary.where(F.col("frequency") > 0).select("user_id", "frequency", "monetary")
     rows, available = fit_sample(repeat, settings["driver"]["fit_sample_customers"], settings["driver"]["sample_seed"], "user_id")
+    rows = rows.sort_values("user_id", ignore_index=True)  # the engine hands rows over in no fixed order: a rerun fits the same
     try:
         params, log_likelihood = gammagamma.fit(rows["frequency"], rows["monetary"])
         if params.q <= 1:
