@@ -34,6 +34,7 @@ from portrait.clean.records import (
     quarantine_rows,
     reconcile,
     shape_addresses,
+    shape_consent,
     shape_events,
     shape_order_items,
     shape_orders,
@@ -43,8 +44,10 @@ from portrait.clean.records import (
 from portrait.core.pipeline import Output, RunContext
 from portrait.privacy import erasure, masking
 
+CONSENT_COLUMNS = ("consent_id", "user_id", "channel", "status", "ts")
+
 #: Sources in processing order: users first, since test accounts are users.
-SOURCES = ("users", "addresses", "orders", "events")
+SOURCES = ("users", "consent", "addresses", "orders", "events")
 
 
 def run(ctx: RunContext) -> list[Output]:
@@ -104,6 +107,14 @@ def run(ctx: RunContext) -> list[Output]:
     )
     today_tests = resolve_rules(users).where(F.col("rule") == "test_account").select("user_id")
     test_user_ids = known_tests.select(F.col("record_key").alias("user_id")).unionByName(today_tests)
+
+    raw, consent = checked("consent")  # a withdrawal lands like any record and holds from the next campaigns run
+    consent = mark_test_account_activity(consent, test_user_ids)
+    accepted = settle("consent", raw, classify(consent, key("consent"), earlier_keys("consent", "silver.consent_history")), key("consent"))
+    outputs += [
+        Output("silver.consent_history", accepted.select(*CONSENT_COLUMNS, F.lit(dt).alias("landing_dt")), "partition", dt),
+        Output("silver.consent", shape_consent(accepted), "upsert"),
+    ]
 
     raw, addresses = checked("addresses")
     addresses = mark_test_account_activity(addresses, test_user_ids)

@@ -45,20 +45,20 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
 from portrait.clean.as_of import SilverAsOf
 from portrait.core.columns import rounded
 from portrait.core.pipeline import Output, RunContext
-from portrait.models import bgnbd, churn, evaluate, gender, load_settings, occupation, registry, sensitivity, taste, threshold
+from portrait.models import bgnbd, churn, evaluate, gammagamma, gender, load_settings, occupation, registry, sensitivity, taste, threshold
 from portrait.models.distributed import map_in_pandas
 from portrait.subprofiles.snapshots import BUILDERS
 
 log = logging.getLogger(__name__)
 
-MODEL_TAGS, THRESHOLD_CURVE = "profile.model_tags", "ops.threshold_curve"
+MODEL_TAGS, THRESHOLD_CURVE, CAMPAIGN_RESULTS = "profile.model_tags", "ops.threshold_curve", "ops.campaign_results"
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Inputs:
     """What the daily models read, as engine DataFrames known on D (nothing is collected here)."""
 
     users: DataFrame  # user_id, name, gender
-    purchases: DataFrame  # user_id, dt, address_id, coupon_amount: orders that count, all history
+    purchases: DataFrame  # user_id, dt, address_id, coupon_amount, amount: orders that count, all history
     items: DataFrame  # user_id, category, price, qty, dt: salad lines of the last taste/sensitivity window
     events: DataFrame  # user_id, event_type, category, n: salad browsing of the taste window, counted per kind
     addresses: DataFrame  # address_id, poi_type
@@ -82,7 +82,7 @@ class Inputs:
         )
         return cls(
             users=silver.users().select("user_id", "name", "gender"),
-            purchases=silver.orders().select("user_id", "dt", "address_id", "coupon_amount"),
+            purchases=silver.orders().select("user_id", "dt", "address_id", "coupon_amount", "amount"),
             items=silver.order_items(since=dt - timedelta(days=item_days - 1))
             .where(F.col("category").isin(*categories))
             .select("user_id", "category", "price", "qty", "dt"),
@@ -117,7 +117,8 @@ def run(ctx: RunContext) -> list[Output]:
         if model is not None:
             scored = churn.score_spark(model, customer_features(ctx, settings["churn"], ctx.dt)).select("user_id", "churn_probability")
             scored = ctx.materialize(scored, "scores_churn")
-            curve = threshold_curve(ctx, settings, scored, churn_version)
+            values = next((frame for frame in scores if "clv_90d" in frame.columns), None)
+            curve = threshold_curve(ctx, settings, scored, churn_version, values)
             scores.append(scored)
             versions["churn"] = churn_version
             outputs.append(Output(THRESHOLD_CURVE, curve, "partition", ctx.dt))
@@ -192,15 +193,26 @@ def fit_bgnbd(ctx: RunContext, settings: dict, inputs: Inputs) -> DataFrame:
     distinct triples with their counts (at most one per (x, t_x, T) of the history's days).
     """
     day = F.col("dt")
-    days = inputs.purchases.where(day <= F.lit(ctx.dt)).select("user_id", day.alias("day")).distinct()
+    days = (
+        inputs.purchases.where(day <= F.lit(ctx.dt)).groupBy("user_id", day.alias("day")).agg(F.sum("amount").alias("spend"))
+    )  # one row per purchase day, with its spend (the Gamma-Gamma model's transaction value)
+    first = F.min("day").over(Window.partitionBy("user_id"))
+    repeat_spend = F.when(F.col("day") > F.col("first"), F.col("spend"))
     summary = ctx.materialize(
-        days.groupBy("user_id")
-        .agg(F.count(F.lit(1)).alias("days"), F.min("day").alias("first"), F.max("day").alias("last"))
+        days.withColumn("first", first)
+        .groupBy("user_id")
+        .agg(
+            F.count(F.lit(1)).alias("days"),
+            F.min("day").alias("first"),
+            F.max("day").alias("last"),
+            F.coalesce(F.avg(repeat_spend), F.lit(0.0)).alias("monetary"),
+        )
         .select(
             "user_id",
             (F.col("days") - 1).cast("bigint").alias("frequency"),
             F.datediff("last", "first").cast("bigint").alias("recency"),
             F.datediff(F.lit(ctx.dt), "first").cast("bigint").alias("age"),
+            F.round(F.col("monetary").cast("double"), 6).alias("monetary"),  # no float-summation order in the fit
         ),
         "bgnbd_summary",
     )
@@ -218,11 +230,45 @@ def fit_bgnbd(ctx: RunContext, settings: dict, inputs: Inputs) -> DataFrame:
         ctx.dt - timedelta(days=int(triples["age"].max())),
         {"log_likelihood": log_likelihood, "customers": float(customers)},
     )
+    spend = fit_spend(ctx, settings, summary)
+    clv_days, margin = settings["gammagamma"]["clv_horizon_days"], settings["gammagamma"]["margin"]
 
     def score_batch(batch: pd.DataFrame) -> pd.DataFrame:
-        return bgnbd.score(params, batch, horizon).rename(columns={"expected_purchases": "expected_purchases_30d"})
+        scored = bgnbd.score(params, batch.drop(columns=["monetary"]), horizon).rename(
+            columns={"expected_purchases": "expected_purchases_30d"}
+        )
+        if spend is None:
+            return scored.assign(clv_90d=np.nan)
+        values = [batch[c] for c in bgnbd.SUMMARY_COLUMNS]
+        purchases = bgnbd.expected_purchases(params, clv_days, *values)
+        per_purchase = gammagamma.expected_spend(spend, batch["frequency"], batch["monetary"])
+        return scored.assign(clv_90d=gammagamma.clv(purchases, per_purchase, margin))
 
-    return map_in_pandas(summary, score_batch, "user_id string, p_alive double, expected_purchases_30d double")
+    return map_in_pandas(summary, score_batch, "user_id string, p_alive double, expected_purchases_30d double, clv_90d double")
+
+
+def fit_spend(ctx: RunContext, settings: dict, summary: DataFrame) -> gammagamma.GammaGammaParams | None:
+    """The Gamma-Gamma spend model on the repeat customers (a sample on the driver); None (clv_90d null) if it cannot fit."""
+    repeat = summary.where(F.col("frequency") > 0).select("user_id", "frequency", "monetary")
+    rows, available = fit_sample(repeat, settings["driver"]["fit_sample_customers"], settings["driver"]["sample_seed"], "user_id")
+    rows = rows.sort_values("user_id", ignore_index=True)  # the engine hands rows over in no fixed order: a rerun fits the same
+    try:
+        params, log_likelihood = gammagamma.fit(rows["frequency"], rows["monetary"])
+        if params.q <= 1:
+            raise ValueError(f"q = {params.q:.3f} <= 1: the fitted spend has no finite mean")
+    except ValueError as exc:
+        log.warning("gamma-gamma spend model not fitted on %s: %s; clv_90d stays null", ctx.dt, exc)
+        ctx.notes["gammagamma_skipped"] = str(exc)
+        return None
+    ctx.notes["gammagamma"] = {**params.to_dict(), "population_mean": params.population_mean, **_sample_note(len(rows), int(available))}
+    _register(
+        ctx,
+        "gammagamma",
+        {**params.to_dict(), "margin": settings["gammagamma"]["margin"], "clv_horizon_days": settings["gammagamma"]["clv_horizon_days"]},
+        ctx.dt,
+        {"log_likelihood": log_likelihood, "customers": float(len(rows))},
+    )
+    return params
 
 
 def fit_gender(ctx: RunContext, settings: dict, inputs: Inputs) -> DataFrame:
@@ -500,10 +546,40 @@ def train_churn(ctx: RunContext, settings: dict, purchases: DataFrame, snapshots
     return model
 
 
-def threshold_curve(ctx: RunContext, settings: dict, scored: DataFrame, version: str) -> DataFrame:
+def measured_success_rate(ctx: RunContext, settings: dict) -> tuple[float, str]:
+    """(success rate, where it came from): the retention campaign's pooled uplift measured before D, else conf.
+
+    ops.campaign_results of the newest measuring date before D (a rerun of D reads what it read the first
+    time), all its send dates together; conf/models.yaml retention.success_rate until one is measured.
+    """
+    from portrait.campaigns.declarations import load_campaigns
+
+    fallback = (float(settings["retention"]["success_rate"]), "conf")
+    retention = [c.name for c in load_campaigns(ctx.conf).campaigns.values() if c.retention]
+    if not retention or not ctx.catalog.exists(CAMPAIGN_RESULTS):
+        return fallback
+    rows = ctx.catalog.read(ctx.spark, CAMPAIGN_RESULTS).where((F.col("campaign") == retention[0]) & (F.col("measured_dt") < F.lit(ctx.dt)))
+    latest = rows.agg(F.max("measured_dt").alias("day")).collect()[0]["day"]
+    if latest is None:
+        return fallback
+    sums = (
+        rows.where(F.col("measured_dt") == F.lit(latest))
+        .agg(*(F.sum(c).alias(c) for c in ("treated", "holdout", "treated_converted", "holdout_converted")))
+        .collect()[0]
+    )
+    if not sums["treated"] or not sums["holdout"]:
+        return fallback
+    uplift = sums["treated_converted"] / sums["treated"] - sums["holdout_converted"] / sums["holdout"]
+    rate = threshold.success_rate_from_uplift(uplift, sums["holdout_converted"] / sums["holdout"])
+    return rate, f"campaign:{retention[0]} measured {latest}"
+
+
+def threshold_curve(ctx: RunContext, settings: dict, scored: DataFrame, version: str, values: DataFrame | None = None) -> DataFrame:
     """Expected retention profit per threshold on D's churn probabilities; the best one flagged and recorded.
 
-    The users per threshold bin are counted on the engine; the driver holds one row per threshold.
+    The success rate is the retention campaign's measured one (conf until measured); each user's value is
+    their clv_90d (conf value_per_user where it is null or the spend model did not run). The users per
+    threshold bin are counted on the engine; the driver holds one row per threshold.
     """
     economics = settings["retention"]
     step = economics["threshold_step"]
@@ -511,12 +587,29 @@ def threshold_curve(ctx: RunContext, settings: dict, scored: DataFrame, version:
     p = F.col("churn_probability")
     k = F.floor(p / step).cast("int")
     at = lambda n: rounded(n.cast("double") * step, 10)  # noqa: E731 - grid()'s thresholds in SQL (no F.round: Sail clusters)
-    k = F.when(p < at(k), k - 1).when(p >= at(k + 1), k + 1).otherwise(k)
-    k = F.least(F.greatest(k, F.lit(0)), F.lit(last))
-    bins = scored.where(p.isNotNull()).groupBy(k.alias("bin")).agg(F.count(F.lit(1)).alias("users"), F.sum(p).alias("p_sum")).toPandas()
-    curve = threshold.profit_curve_from_bins(
-        bins, economics["retention_cost"], economics["success_rate"], economics["value_per_user"], step
+    k = F.least(F.greatest(F.when(p < at(k), k - 1).when(p >= at(k + 1), k + 1).otherwise(k), F.lit(0)), F.lit(last))
+    flat = F.lit(float(economics["value_per_user"]))
+    if values is not None:
+        scored = scored.join(values.select("user_id", "clv_90d"), "user_id", "left")
+        value, value_from = F.coalesce(F.col("clv_90d"), flat), "clv_90d"
+    else:
+        value, value_from = flat, "conf"
+    bins = (
+        scored.where(p.isNotNull())
+        .groupBy(k.alias("bin"))
+        .agg(F.count(F.lit(1)).alias("users"), F.sum(p).alias("p_sum"), F.sum(p * value).alias("pv_sum"), F.sum(value).alias("v_sum"))
+        .toPandas()
     )
+    success_rate, success_from = measured_success_rate(ctx, settings)
+    curve = threshold.profit_curve_from_bins(bins, economics["retention_cost"], success_rate, economics["value_per_user"], step)
+    users = float(bins["users"].sum())
+    curve = curve.assign(
+        success_rate=success_rate,
+        success_rate_from=success_from,
+        value_from=value_from,
+        mean_value=float(bins["v_sum"].sum()) / users if users else float("nan"),
+    )
+    ctx.notes["threshold_figures"] = {"success_rate": success_rate, "from": success_from, "value_from": value_from}
     best = threshold.best_threshold(curve)
     at_best = curve[np.isclose(curve["threshold"], best)].iloc[0]
     registry.record_metrics(

@@ -62,6 +62,7 @@ def event(event_id, user_id, device_id, event_type, ts, **props):
 
 
 def write_day1(lake: Path, bot_events: int = 6) -> None:
+    write_day1_consent(lake)
     _write(
         lake,
         "users",
@@ -156,8 +157,29 @@ def write_day1(lake: Path, bot_events: int = 6) -> None:
     )
 
 
+def consent(consent_id, user_id, channel, status, ts):
+    return {"consent_id": consent_id, "user_id": user_id, "channel": channel, "status": status, "ts": ts}
+
+
+def write_day1_consent(lake: Path) -> None:
+    _write(
+        lake,
+        "consent",
+        DAY1,
+        [
+            consent("c1", "u1", "push", "granted", "2026-07-01T08:00:00+08:00"),  # accepted
+            consent("c2", "u1", "email", "granted", "2026-07-01T08:00:00+08:00"),  # accepted, withdrawn on day 2
+            consent("c3", "u2", "push", "granted", "2026-07-01T08:00:00+08:00"),  # accepted: u2 grants push...
+            consent("c4", "u2", "push", "withdrawn", "2026-07-01T10:00:00+08:00"),  # ... then withdraws it: the later holds
+            consent("c5", "u1", "fax", "granted", "2026-07-01T08:00:00+08:00"),  # unknown_value: fax is no channel
+            consent("c6", "t1", "push", "granted", "2026-07-01T08:00:00+08:00"),  # test_account
+        ],
+    )
+
+
 def write_day2(lake: Path) -> None:
     _write(lake, "users", DAY2, [user("u1", "张伟", city="上海")])  # u1 moved: a new version
+    _write(lake, "consent", DAY2, [consent("c7", "u1", "email", "withdrawn", "2026-07-02T09:00:00+08:00")])  # a withdrawal landing later
     _write(
         lake,
         "orders",

@@ -47,7 +47,9 @@ def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
     clean = report["stages"][0]
     assert clean["rows_in"] > 300 and clean["rows_out"] > 0 and clean["seconds"] > 0
     assert all(s["rows_out"] >= 0 and s["peak_rss_mb"] > 100 for s in report["stages"])
-    assert all(s["rows_in"] > 0 for s in report["stages"])  # every later stage reads published tables
+    # every later stage reads published tables; deliveries reads only the day's assignments, which a lake
+    # this short may not have (no churn model yet, no lapsed or second-order users)
+    assert all(s["rows_in"] > 0 for s in report["stages"] if s["stage"] != "deliveries")
     assert report["total_seconds"] >= sum(s["seconds"] for s in report["stages"]) - 0.05
     # the floor: the same reads and writes with pyarrow alone, per stage and in total, and the run as a multiple of it
     for s in report["stages"]:

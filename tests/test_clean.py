@@ -86,12 +86,13 @@ def test_every_record_is_accepted_quarantined_or_a_counted_duplicate(spark, clea
         "addresses": (3, 1, 2, 0),
         "orders": (7, 1, 5, 1),
         "events": (17, 5, 11, 1),
+        "consent": (6, 4, 2, 0),
     }
     got = {s: (r["input_records"], r["accepted"], r["quarantined"], r["duplicates"]) for s, r in recon.items()}
     assert got == expected
     assert all(r["balanced"] for r in recon.values())
     # test accounts and the bot's events are filtered by policy, not broken input (the quarantine gate ignores them)
-    assert {s: r["policy_filtered"] for s, r in recon.items()} == {"users": 1, "addresses": 1, "orders": 1, "events": 7}
+    assert {s: r["policy_filtered"] for s, r in recon.items()} == {"users": 1, "addresses": 1, "orders": 1, "events": 7, "consent": 1}
     stored = table_rows(spark, catalog, "ops.reconciliation", f"dt = DATE'{DAY1}'")
     assert sorted((r[0], r[1], r[2], r[3], r[4]) for r in stored) == sorted((s, *v) for s, v in expected.items())
     # accepted counts are what the silver tables hold
@@ -250,3 +251,13 @@ def test_failed_gate_leaves_published_versions_unchanged(spark, lake, tmp_path):
     with pytest.raises(GateFailed):
         clean(spark, lake, strict, DAY2)
     assert {name: DeltaTable(catalog.spec(name).path).version() for name in SILVER} == versions
+
+
+def test_consent_latest_record_per_user_and_channel_holds(spark, cleaned):
+    catalog, conf, results = cleaned
+    held = {(r["user_id"], r["channel"]): r["granted"] for r in catalog.read(spark, "silver.consent").collect()}
+    # u2 granted and withdrew push on day 1 (the later holds); u1's e-mail grant of day 1 was withdrawn on day 2
+    assert held == {("u1", "push"): True, ("u1", "email"): False, ("u2", "push"): False}
+    assert catalog.read(spark, "silver.consent_history").count() == 5
+    rules = {r["record_key"]: r["rule"] for r in catalog.read(spark, "quarantine.records").where("source = 'consent'").collect()}
+    assert rules == {"c5": "unknown_value", "c6": "test_account"}

@@ -44,6 +44,7 @@ def test_model_tags_are_declared_for_the_model_stage(tags):
         "churn_probability",
         "p_alive",
         "expected_purchases_30d",
+        "clv_90d",
         "p_male",
         "p_white_collar",
         "p_student",

@@ -116,7 +116,7 @@ def contract_problem(source: str, record) -> str | None:
 def audit(lake: Path) -> tuple[Counter, dict[str, list]]:
     """Classify every landed line independently: dirt counts per kind, and the valid records per source."""
     dirt, valid = Counter(), defaultdict(list)
-    for source in ("users", "addresses", "events", "orders"):
+    for source in ("users", "addresses", "events", "orders", "consent"):
         key, seen = SOURCES[source]["key"], set()
         for dt, line in landing_lines(lake, source):
             record = parse(line)

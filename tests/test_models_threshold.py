@@ -40,3 +40,19 @@ def test_best_threshold_of_calibrated_probabilities_is_the_break_even_point():
 def test_probabilities_outside_the_unit_interval_are_refused():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         threshold.profit_curve([0.5, 1.2], retention_cost=1, success_rate=0.5, value=10)
+
+
+def test_bins_with_each_users_value_match_the_per_user_curve():
+    import pandas as pd
+
+    p, values = [0.91, 0.55, 0.55, 0.2], [300.0, 50.0, 10.0, 80.0]
+    per_user = threshold.profit_curve(p, retention_cost=5, success_rate=0.4, value=values, step=0.1)
+    bins = pd.DataFrame({"bin": [9, 5, 5, 2], "users": [1, 1, 1, 1], "p_sum": p, "pv_sum": [a * b for a, b in zip(p, values)]})
+    binned = threshold.profit_curve_from_bins(bins, retention_cost=5, success_rate=0.4, value=999.0, step=0.1)  # value unused
+    assert binned["expected_profit"].to_numpy() == pytest.approx(per_user["expected_profit"].to_numpy())
+
+
+def test_success_rate_from_a_measured_uplift():
+    # holdout: 40 % order within the horizon, so 60 % would churn; a +0.15 uplift keeps 0.15 / 0.6 = 25 % of them
+    assert threshold.success_rate_from_uplift(0.15, 0.4) == pytest.approx(0.25)
+    assert threshold.success_rate_from_uplift(-0.05, 0.4) == 0.0 and threshold.success_rate_from_uplift(0.1, 1.0) == 0.0

@@ -92,7 +92,7 @@ def _write_lake(spark, catalog) -> None:
     orders = [(f"o{u}", u, _ts(D, 3 + n), 30.0, 0.0, 1, f"a{u}", "salad", "paid", D, D) for n, u in enumerate(COLLEAGUES + ["u13", "u06"])]
     orders.append(("o-cancelled", "u13", _ts(D, 4), 30.0, 0.0, 1, "au13", "salad", "cancelled", D, D))
     catalog.write(spark, spark.createDataFrame(orders, catalog.spec("silver.orders").ddl), "silver.orders", "append")
-    curve = [("churn", "20260901", t, 1, 0.5, 10.0, 8.0, 2.0, t == 0.4, D) for t in (0.3, 0.4, 0.5)]
+    curve = [("churn", "20260901", t, 1, 0.5, 10.0, 8.0, 2.0, t == 0.4, 0.25, "conf", "conf", 120.0, D) for t in (0.3, 0.4, 0.5)]
     catalog.write(spark, spark.createDataFrame(curve, catalog.spec("ops.threshold_curve").ddl), "ops.threshold_curve", "partition", D)
 
 

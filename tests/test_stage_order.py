@@ -14,7 +14,7 @@ from portrait.core.pipeline import STAGES, Stage, in_dependency_order
 
 def test_the_daily_stages_are_in_dependency_order():
     assert in_dependency_order(STAGES) == STAGES
-    assert pipeline.stage_names()[0] == "clean" and pipeline.stage_names()[-1] == "segments"
+    assert pipeline.stage_names()[0] == "clean" and pipeline.stage_names()[-1] == "deliveries"
 
 
 def test_a_stage_listed_before_one_it_runs_after_fails_with_both_names():
@@ -37,5 +37,5 @@ def test_importing_a_pipeline_with_stages_out_of_order_fails(monkeypatch):
     backwards = source.replace(call, "STAGES: tuple[Stage, ...] = (lambda stages: in_dependency_order(stages[::-1]))(")
     module = types.ModuleType("backwards_pipeline")
     monkeypatch.setitem(sys.modules, module.__name__, module)  # dataclasses look their module up
-    with pytest.raises(ValueError, match="stage 'segments' is listed before 'master', which it runs after"):
+    with pytest.raises(ValueError, match="stage 'deliveries' is listed before 'campaigns', which it runs after"):
         exec(compile(backwards, "backwards_pipeline.py", "exec"), module.__dict__)

@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. \"vip_tier == 'vip' and lifecycle_stage != 'new'\"",
     )
 
+    campaign = commands.add_parser("campaign", parents=[shared], help="campaigns of conf/campaigns.yaml: list, preview, send, report")
+    campaign.add_argument("action", choices=["list", "preview", "send", "report"])
+    campaign.add_argument("name", nargs="?", help="the campaign (preview, send, report)")
+    campaign.add_argument("--date", type=_date, default=None, help="send date (preview, send; default: the newest assigned)")
+    campaign.add_argument("--dry-run", action="store_true", help="send: print what would be sent, send nothing")
+    campaign.add_argument("--out", default=None, metavar="PATH", help="report: the chart's path (default: {lake}/ops/reports/)")
+
     tables = commands.add_parser("tables", parents=[shared], help="list declared tables with their current version")
     tables.add_argument("--history", metavar="TABLE", default=None, help="show the commit history of one table")
 
@@ -418,6 +425,52 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_campaign(args) -> int:
+    """Served with delta-rs: no engine is started (assignments are built by the campaigns stage)."""
+    from portrait.campaigns import report
+    from portrait.campaigns.declarations import load_campaigns
+    from portrait.core.tables import Catalog
+
+    conf = _conf(args)
+    book = load_campaigns(conf)  # refuses a bad declaration with its campaign and key
+    catalog = Catalog(args.lake, conf)
+    if args.action == "list":
+        for c in book.campaigns.values():
+            print(
+                f"{c.name:<16} {c.audience:<40} {c.contact:<9} {c.channel.name}/{c.channel.protocol:<10} "
+                f"{c.start}..{c.end} holdout {c.holdout:.0%} horizon {c.horizon_days}d offer {c.offer_value:g}/{c.offer_cost:g}"
+            )
+        return 0
+    if not args.name:
+        raise ValueError(f"campaign {args.action} needs a campaign name; declared campaigns: {', '.join(book.campaigns)}")
+    campaign = book.campaign(args.name)
+    if args.action == "report":
+        rows = report.latest_results(catalog, campaign.name)
+        print(report.summary(campaign.name, rows))
+        if not rows.empty:
+            print(f"chart written to {report.plot(catalog, campaign.name, rows, args.out)}")
+        return 0
+    assigned = report.read_table(catalog, "gold.campaign_assignments", [("campaign", "=", campaign.name)])
+    dt = args.date or (assigned["dt"].max() if not assigned.empty else None)
+    if dt is None:
+        raise LookupError(f"campaign {campaign.name} has no assignments in {args.lake}; run the campaigns stage first")
+    if args.action == "preview":
+        day = assigned[assigned["dt"] == dt]
+        arms = day["arm"].value_counts().to_dict()
+        print(
+            f"campaign {campaign.name} on {dt}: {len(day):,} assigned, treatment {arms.get('treatment', 0):,}, holdout {arms.get('holdout', 0):,}"
+        )
+        for message in day[day["arm"] == "treatment"]["message"].head(5):
+            print(f"  {message}")
+        return 0
+    from portrait.campaigns.delivery import send
+    from portrait.core.pipeline import RunContext
+
+    outcome = send(RunContext(None, args.lake, dt, conf), campaign.name, dry_run=args.dry_run)
+    print(json.dumps(outcome, ensure_ascii=False, default=str))
+    return 0 if not outcome.get("failed") else 1
+
+
 def _export(user_ids: list[str], segment: str, dt: date, out: str | None, pii=(), extra=None) -> str:
     """Write member ids (and with ``pii`` their personal columns) as CSV or JSON lines (by the file's suffix); stdout without --out."""
     import csv
@@ -540,6 +593,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "bench": cmd_bench,
     "segment": cmd_segment,
+    "campaign": cmd_campaign,
     "tables": cmd_tables,
     "migrate": cmd_migrate,
     "rollback": cmd_rollback,

@@ -118,6 +118,16 @@ def shape_addresses(accepted: DataFrame, landing_dt: date, time_zone: str, decim
     )
 
 
+def shape_consent(accepted: DataFrame) -> DataFrame:
+    """The latest consent record per user and channel of the day (a later day's record replaces it: newer_by ts)."""
+    latest = Window.partitionBy("user_id", "channel").orderBy(F.col("ts").desc(), F.col("consent_id").desc())
+    return (
+        accepted.withColumn("_n", F.row_number().over(latest))
+        .where(F.col("_n") == 1)
+        .select("user_id", "channel", (F.col("status") == "granted").alias("granted"), "ts", "consent_id")
+    )
+
+
 def shape_orders(accepted: DataFrame, landing_dt: date, time_zone: str) -> DataFrame:
     return accepted.select(
         "order_id",

@@ -121,6 +121,18 @@ STAGES: tuple[Stage, ...] = in_dependency_order(
             "gold.profile_snapshot -> segment members, bitmaps, group analysis (conf/segments.yaml)",
             after=("master",),
         ),
+        Stage(
+            "campaigns",
+            "jobs.campaigns:run",
+            "segment members + consent -> gold.campaign_assignments (treatment/holdout), ops.campaign_results (conf/campaigns.yaml)",
+            after=("segments",),
+        ),
+        Stage(
+            "deliveries",
+            "jobs.campaigns:run_deliveries",
+            "gold.campaign_assignments -> the channels (webhook, SMTP, file drop), ops.campaign_deliveries as the outbox",
+            after=("campaigns",),
+        ),
     )
 )
 
@@ -406,23 +418,31 @@ def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
     the engine: failure callbacks must work when the engine is what failed, and
     Airflow may run them outside the task process.
     """
+    return append_rows(lake, conf, TASK_FAILURES, [row])
+
+
+def append_rows(lake: str, conf: Conf, table: str, rows: list[dict]) -> int:
+    """Append ``rows`` (dicts of declared columns; missing ones null) to ``table`` with delta-rs; its new version.
+
+    For small operational logs written where no engine runs (failure callbacks, the campaign outbox).
+    """
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    spec = Catalog(lake, conf).spec(TASK_FAILURES)
+    spec = Catalog(lake, conf).spec(table)
     fields = []
     for name, kind in spec.columns.items():
         kind = str(kind).strip().lower()
         fields.append(pa.field(name, pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, _ARROW_TYPES[kind])()))
     schema = pa.schema(fields)
-    unknown = sorted(set(row) - set(spec.columns))
+    unknown = sorted({column for row in rows for column in row} - set(spec.columns))
     if unknown:
-        raise ValueError(f"{TASK_FAILURES} has no column {', '.join(unknown)}")
-    table = pa.Table.from_pylist([{name: row.get(name) for name in spec.columns}], schema=schema)
+        raise ValueError(f"{table} has no column {', '.join(unknown)}")
+    arrow = pa.Table.from_pylist([{name: row.get(name) for name in spec.columns} for row in rows], schema=schema)
     write_deltalake(
-        spec.path, table, mode="append", partition_by=list(spec.partition_by) or None, storage_options=storage.delta_options(spec.path)
+        spec.path, arrow, mode="append", partition_by=list(spec.partition_by) or None, storage_options=storage.delta_options(spec.path)
     )
-    return Catalog(lake, conf).version(TASK_FAILURES)
+    return Catalog(lake, conf).version(table)
 
 
 @_locked

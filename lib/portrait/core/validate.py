@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from portrait.core.config import Conf, ConfError, parse_yaml
 
 #: The conf files checked against a schema of their own.
-SCHEMA_FILES = ("pipeline", "landing", "models", "monitoring")
+SCHEMA_FILES = ("pipeline", "landing", "models", "monitoring", "campaigns")
 
 
 def _key(path) -> str:
@@ -139,7 +139,7 @@ def problems(conf: Conf) -> list[str]:
     if found:  # the references below read table columns, which the tag dictionary derives (conf/tables tags_of:)
         return found
     found += reference_problems(conf)
-    for check in (_tag_dictionary, _segments, _gates):
+    for check in (_tag_dictionary, _segments, _campaigns, _gates):
         try:
             check(conf)
         except (ConfError, ValueError, KeyError) as exc:
@@ -157,6 +157,12 @@ def _segments(conf: Conf) -> None:
     from portrait.segments.rules import load_book
 
     load_book(conf)
+
+
+def _campaigns(conf: Conf) -> None:
+    from portrait.campaigns.declarations import load_campaigns
+
+    load_campaigns(conf)
 
 
 def _gates(conf: Conf) -> None:

@@ -183,7 +183,7 @@ CLEAN = 0
 (MALFORMED, MISSING, WRONG_TYPE, UNKNOWN_TYPE, DUP_EVENT, DUP_ORDER, LATE, FUTURE, BOT, TEST) = range(1, len(DIRT_KINDS) + 1)
 LINE_DIRT = (MALFORMED, MISSING, WRONG_TYPE, UNKNOWN_TYPE)  # applied to the serialized line
 WRONG_VALUES = {"string": 123, "long": "abc", "double": "abc", "boolean": "abc", "timestamp": True, "object": "abc", "array": "abc"}
-SOURCES = ("users", "addresses", "events", "orders")
+SOURCES = ("users", "addresses", "events", "orders", "consent")
 
 
 @dataclass
@@ -225,6 +225,7 @@ def generate(
     progress: Callable[[str, int, int], None] | None = None,
     chunk_users: int = 50_000,
     dirt: DirtRates | None = None,
+    campaign_effects: list[CampaignEffect] | tuple = (),
 ) -> GenerateSummary:
     """Write ``days`` landing dates ending at ``end_date`` for ``users`` users, and their truth.
 
@@ -238,6 +239,7 @@ def generate(
     started = time.perf_counter()
     end = date.fromisoformat(end_date) if isinstance(end_date, str) else end_date
     world = _World(_Contract.load(conf_dir), users, days, end, seed, dirt or DirtRates())
+    world.campaign_effects = tuple(campaign_effects)
     lake = str(lake)
     landing, truth_path = storage.join(lake, "landing"), storage.join(lake, "truth", "users.parquet")
     for source in world.contract.sources:
@@ -474,6 +476,7 @@ def _simulate_block(w: _World, block: int) -> _Block:
         "events": _add_dirt(rng, w, events, broken | {UNKNOWN_TYPE: r.unknown_event_type, DUP_EVENT: r.duplicate_event} | mistimed),
         "orders": _add_dirt(rng, w, orders_rec, broken | {DUP_ORDER: r.duplicate_order} | mistimed),
     }
+    records["consent"] = _add_dirt(rng, w, _consent_records(rng, w, u, users), broken)  # drawn last: the other sources stay as they were
     for name, rec in records.items():
         key = (rec["landing"], rec["ts"]) if "ts" in rec else (rec["landing"],)
         records[name] = _take(rec, np.lexsort(key[::-1]))
@@ -517,6 +520,7 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     lifetime = rng.geometric(np.where(u["potential"], 1.0, u["hazard"]))  # days from start to churn
     horizon = w.days - 1 + LABEL_DAYS
     u["churn_day"] = np.where(u["potential"] | (start + lifetime > horizon), np.iinfo(np.int32).max, start + lifetime)
+    _campaign_effects(w, u, first, horizon)
 
     u["n_dev"] = 1 + (rng.random(n) < 0.35)
     u["devices"] = rng.integers(10**17, 10**18, (n, 2))
@@ -542,6 +546,40 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     phone = rng.choice([3, 5, 7, 8, 9], n) * 10**9 + rng.integers(0, 10**9, n)
     u["phone"] = np.array([f"1{p:010d}" for p in phone], dtype=object)
     return u
+
+
+@dataclass(frozen=True)
+class CampaignEffect:
+    """A campaign's true effect: from ``start`` on, a user its hash puts in treatment churns with hazard x (1 - reduction).
+
+    The arm is the pipeline's own (portrait.campaigns.assignment.arm_of), so whoever the campaign
+    contacts among them, treatment and holdout differ by this effect only. The hazard is per day and
+    memoryless, so a user still a customer on ``start`` draws the rest of their lifetime anew.
+    """
+
+    campaign: str
+    holdout: float
+    start: date
+    hazard_reduction: float
+
+
+def _campaign_effects(w: _World, u: dict, first: int, horizon: int) -> None:
+    """Apply each campaign effect to the block's users; truth columns treated_<campaign> (bool)."""
+    from portrait.campaigns.assignment import arm_of
+
+    never = np.iinfo(np.int32).max
+    for k, effect in enumerate(getattr(w, "campaign_effects", ())):
+        day = (effect.start - w.day0).days
+        ids = [f"u{g + 1:08d}" for g in u["gidx"]]
+        treated = np.array([arm_of(effect.campaign, uid, effect.holdout) == "treatment" for uid in ids])
+        u[f"treated_{effect.campaign}"] = treated
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(w.seed, spawn_key=(3, first // BLOCK_USERS, k))))
+        reduced = np.maximum(u["hazard"] * (1 - effect.hazard_reduction), 1e-9)
+        rest = rng.geometric(reduced)  # drawn for all, so the stream does not depend on who is alive
+        alive = treated & ~u["potential"] & (u["churn_day"] > day)
+        start = np.maximum(day, np.maximum(u["reg_day"], 0))
+        redrawn = np.where(start + rest > horizon, never, start + rest)
+        u["churn_day"] = np.where(alive, redrawn, u["churn_day"])
 
 
 def _daily_rates(w: _World, u: dict) -> dict[str, np.ndarray]:
@@ -845,6 +883,35 @@ def _user_records(rng, w: _World, u: dict) -> dict:
     return _concat([rec, update])
 
 
+CONSENT_CHANNELS = {"push": 0.7, "email": 0.5, "sms": 0.6}  # share of users who grant each channel on registering
+CONSENT_WITHDRAWN = 0.05  # of the grants, withdrawn on a later day of the window
+
+
+def _consent_records(rng, w: _World, u: dict, users: dict) -> dict:
+    """Grants land with the registration (the first day for users from before the window); a few are withdrawn later."""
+    first = np.unique(users["uid"], return_index=True)[1]  # each user's first record (registration)
+    uid, ts, landing = users["uid"][first], users["ts"][first], users["landing"][first]
+    dirt = np.where(users["dirt"][first] == TEST, TEST, CLEAN).astype(np.int8)  # a test account's consent is its activity
+    parts = []
+    for code, share in enumerate(CONSENT_CHANNELS.values()):
+        granted = np.flatnonzero(rng.random(len(uid)) < share)
+        grant = {
+            "uid": uid[granted],
+            "channel": np.full(len(granted), code, np.int8),
+            "granted": np.ones(len(granted), bool),
+            "ts": np.maximum(ts[granted], w.day0_ms + landing[granted] * DAY_MS),
+            "landing": landing[granted],
+            "dirt": dirt[granted],
+        }
+        later = np.flatnonzero((rng.random(len(granted)) < CONSENT_WITHDRAWN) & (grant["landing"] < w.days - 1))
+        withdraw = _take(grant, later)
+        withdraw["landing"] = rng.integers(withdraw["landing"] + 1, w.days)
+        withdraw["ts"] = w.day0_ms + withdraw["landing"] * DAY_MS + rng.integers(0, DAY_MS // 2, len(later))
+        withdraw["granted"] = np.zeros(len(later), bool)
+        parts += [grant, withdraw]
+    return _concat(parts)
+
+
 def _address_records(rng, w: _World, u: dict, orders: dict) -> dict:
     """Each address lands on its first use (the first day for users from before the window)."""
     user, slot = np.nonzero(u["has_addr"])
@@ -960,6 +1027,9 @@ def _truth_table(w: _World, u: dict) -> pa.Table:
         "churn_date": pa.array(np.where(churn, (w.day0 - EPOCH).days + u["churn_day"], 0).astype(np.int32), mask=~churn).cast(pa.date32()),
         "churns_after_last_day": churn & (u["churn_day"] > w.days - 1),
     }
+    for effect in getattr(w, "campaign_effects", ()):
+        columns[f"treated_{effect.campaign}"] = u[f"treated_{effect.campaign}"]
+        columns[f"hazard_reduction_{effect.campaign}"] = np.full(u["n"], effect.hazard_reduction)
     return pa.table(columns)
 
 
@@ -977,7 +1047,13 @@ def _write_chunk(w: _World, landing: str, source: str, rec: dict, chunk: int, ta
     """One part file per landing date of this chunk; lines keep the (block, ts) order."""
     order = np.argsort(rec["landing"], kind="stable")
     bounds = np.searchsorted(rec["landing"][order], np.arange(w.days + 1))
-    render = {"events": _render_events, "orders": _render_orders, "users": _render_users, "addresses": _render_addresses}[source]
+    render = {
+        "events": _render_events,
+        "orders": _render_orders,
+        "users": _render_users,
+        "addresses": _render_addresses,
+        "consent": _render_consent,
+    }[source]
     for day in range(w.days):
         if bounds[day] == bounds[day + 1]:
             continue
@@ -1090,6 +1166,23 @@ def _render_users(w: _World, r: dict) -> pa.Array:
             ("channel", w.q["channel"].take(r["channel"])),
             ("city", _coded(w.q["city"], r["city"])),
             ("phone", _quote(r["phone"])),
+        ]
+    )
+
+
+def _render_consent(w: _World, c: dict) -> pa.Array:
+    channel = _quoted(list(CONSENT_CHANNELS)).take(c["channel"])
+    status = pc.if_else(pa.array(c["granted"]), '"granted"', '"withdrawn"')
+    key = _join(
+        ['"c', _user_id_strings(c["uid"]), "-", pc.utf8_lpad(_text(c["landing"]), width=4, padding="0"), "-", _text(c["channel"]), '"']
+    )
+    return _object(
+        [
+            ("consent_id", key),
+            ("user_id", _user_ids(c["uid"])),
+            ("channel", channel),
+            ("status", status),
+            ("ts", _timestamps(c["ts"], np.ones(len(c["uid"]), bool))),
         ]
     )
 

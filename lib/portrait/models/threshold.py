@@ -65,8 +65,9 @@ def grid(step: float) -> np.ndarray:
 def profit_curve_from_bins(
     bins: pd.DataFrame, retention_cost: float, success_rate: float, value: float, step: float = 0.01
 ) -> pd.DataFrame:
-    """:func:`profit_curve` (one ``value`` for all) from per-bin sums: ``bin`` k holds the users with
+    """:func:`profit_curve` from per-bin sums: ``bin`` k holds the users with
     grid[k] <= p < grid[k + 1] (p = 1 in the last), ``users`` how many and ``p_sum`` their probabilities' sum.
+    With a ``pv_sum`` column (the sum of p_i * value_i: each user's own expected value) ``value`` is not used.
 
     The job counts the bins on the engine, so the driver holds one row per threshold, not per user.
     """
@@ -76,6 +77,10 @@ def profit_curve_from_bins(
     k = bins["bin"].to_numpy(dtype=int)
     np.add.at(users, k, bins["users"].to_numpy(dtype=float))
     np.add.at(p_sum, k, bins["p_sum"].to_numpy(dtype=float))
+    pv_sum = p_sum * value
+    if "pv_sum" in bins:
+        pv_sum = np.zeros(len(thresholds))
+        np.add.at(pv_sum, k, bins["pv_sum"].to_numpy(dtype=float))
     targeted = np.cumsum(users[::-1])[::-1]  # users with p >= t
     saved = np.cumsum(p_sum[::-1])[::-1] * success_rate
     curve = pd.DataFrame(
@@ -83,12 +88,24 @@ def profit_curve_from_bins(
             "threshold": thresholds,
             "targeted": targeted.astype(np.int64),
             "expected_saved": saved,
-            "expected_revenue": saved * value,
+            "expected_revenue": np.cumsum(pv_sum[::-1])[::-1] * success_rate,
             "cost": targeted * retention_cost,
         }
     )
     curve["expected_profit"] = curve["expected_revenue"] - curve["cost"]
     return curve
+
+
+def success_rate_from_uplift(uplift: float, holdout_conversion: float) -> float:
+    """The share of would-be churners a contact keeps, from a retention campaign's measured conversion uplift.
+
+    Without contact a share 1 - holdout_conversion does not order within the
+    horizon (the would-be churners); the contact turns ``uplift`` of all users
+    into buyers, so it keeps uplift / (1 - holdout_conversion) of them (clipped to [0, 1]).
+    """
+    if holdout_conversion >= 1:
+        return 0.0
+    return float(min(max(uplift / (1 - holdout_conversion), 0.0), 1.0))
 
 
 def best_threshold(curve: pd.DataFrame, column: str = "expected_profit") -> float:
