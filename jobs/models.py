@@ -212,7 +212,7 @@ def fit_bgnbd(ctx: RunContext, settings: dict, inputs: Inputs) -> DataFrame:
             (F.col("days") - 1).cast("bigint").alias("frequency"),
             F.datediff("last", "first").cast("bigint").alias("recency"),
             F.datediff(F.lit(ctx.dt), "first").cast("bigint").alias("age"),
-            F.round(F.col("monetary").cast("double"), 6).alias("monetary"),  # no float-summation order in the fit
+            rounded(F.col("monetary").cast("double"), 6).alias("monetary"),  # no float-summation order in the fit
         ),
         "bgnbd_summary",
     )
