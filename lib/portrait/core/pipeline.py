@@ -135,6 +135,9 @@ class RunContext:
     # that has no published partition with dt=S and known_on=D: the rows of business date <= S as landed by D,
     # so a history landed at once (an export) still has its past (issue 14).
     known_on: date | None = None
+    # Rows a job gathers while it builds and returns as outputs at its end, so they pass the stage's gate
+    # and publish with it (the models stage: ops.model_registry, ops.model_metrics): {table: [row tuples]}
+    collected: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from portrait.core.validate import validate_once
@@ -516,9 +519,12 @@ def audit_staged(ctx: RunContext, stage: str) -> list:
     staging = staging_catalog(ctx, manifest["run"])
     declared = ctx.conf.gates
     tables = [o["table"] for o in manifest["outputs"]]
+    ungated = [t for t in dict.fromkeys(tables) if t not in declared and ctx.conf.tables.get(t, {}).get("gate") != "none"]
+    if ungated:  # conf load refuses this (validate.gate_problems); a conf changed under a run must not slip through
+        raise StagingError(f"stage {stage} for {ctx.dt}: no gate declared for {', '.join(ungated)}; nothing published")
     reports = [
         gates.run_gate(ctx.spark, table, staging.read(ctx.spark, table), ctx.dt, ctx.conf, gate_name=stage, lake=ctx.lake)
-        for table in tables
+        for table in dict.fromkeys(tables)
         if table in declared
     ]
     gates.record(ctx.spark, ctx.catalog, reports, ctx.dt)
