@@ -243,3 +243,15 @@ def _relative_files(table):
     import pyarrow as pa
 
     return pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+
+
+def test_the_next_run_of_a_stage_removes_what_a_dead_run_staged(spark, lakes):
+    """Issue 17: leftovers of a dead run in staging (inside the tables too) go with the next run of that stage."""
+    work, templates, reference, conf = lakes
+    restore(templates["consumption.gate"], work)  # consumption staged for D2, then the process died
+    dead = leftovers(str(work), conf, "consumption")
+    assert any(STAGED_FOLDER in path for path in dead) and "2026-09-30" in dead
+    pipeline.run_stage(RunContext(spark, str(work), D2, conf), "consumption")
+    assert leftovers(str(work), conf, "consumption") == []
+    assert not any(Path(path).exists() for path in dead if STAGED_FOLDER in path)  # never published: removed whole
+    assert digest(str(work), conf) == reference["consumption"]

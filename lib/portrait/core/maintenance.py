@@ -57,6 +57,22 @@ def retention_hours(conf) -> int:
     return days * 24
 
 
+def _remove_stale_staging(lake: str, conf: Conf, folder: Path) -> None:
+    """Remove a staged copy older than the retention: its manifest and scratch, and its copies inside the tables."""
+    from datetime import date
+
+    from portrait.core import pipeline
+
+    try:
+        ctx = pipeline.RunContext(None, lake, date.fromisoformat(folder.name), conf)
+    except ValueError:  # not a date folder: not ours to interpret
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    ctx.stage = folder.parent.name
+    pipeline.remove_leftovers(ctx)  # the next run of the stage would do the same
+    log.info("removed stale staged copy %s", folder)
+
+
 def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
     """Compact and vacuum every declared table of ``lake``; returns what was done per table."""
 
@@ -84,8 +100,7 @@ def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
     cutoff = time.time() - hours * 3600
     for folder in staging.glob("*/*") if staging.is_dir() else ():  # TODO(issue 15): stale staged copies on object storage
         if folder.is_dir() and folder.stat().st_mtime < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed stale staged copy %s", folder)
+            _remove_stale_staging(lake, conf, folder)
     if failed:
         raise RuntimeError("maintenance failed for " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     return done
