@@ -146,7 +146,11 @@ class RunContext:
 
     @property
     def catalog(self) -> Catalog:
-        return Catalog(self.lake, self.conf, tables_read=self.tables_read)
+        """The lake's catalog; one per context (its tag dictionary is parsed once), renewed if lake or conf change."""
+        cached = self.__dict__.get("_catalog")
+        if cached is None or cached.lake != self.lake or cached.conf is not self.conf or cached.tables_read is not self.tables_read:
+            cached = self.__dict__["_catalog"] = Catalog(self.lake, self.conf, tables_read=self.tables_read)
+        return cached
 
     @property
     def staging_dir(self) -> str:
@@ -386,7 +390,9 @@ def staging_catalog(ctx: RunContext, run: int | None = None) -> StagedCatalog:
     """
     if run is None:
         run = load_manifest(ctx, ctx.stage)["run"]
-    return StagedCatalog(ctx.lake, ctx.conf, stage=ctx.stage, dt=str(ctx.dt), run=run)
+    staged = StagedCatalog(ctx.lake, ctx.conf, stage=ctx.stage, dt=str(ctx.dt), run=run)
+    staged.__dict__["tags"] = ctx.catalog.tags  # one parse of conf/tags.yaml per run
+    return staged
 
 
 def _save_manifest(ctx: RunContext, manifest: dict) -> None:
@@ -445,7 +451,7 @@ def _drop_copies(ctx: RunContext, run: int | None, modes: dict[str, str]) -> Non
     if run is None:
         return
     catalog = ctx.catalog
-    staged = StagedCatalog(ctx.lake, ctx.conf, stage=ctx.stage, dt=str(ctx.dt), run=run)
+    staged = staging_catalog(ctx, run)
     app = publish_app_id(ctx.stage, ctx.dt)
     for table, mode in modes.items():
         committed = False

@@ -474,7 +474,13 @@ class StagedCatalog(Catalog):
         """Where an upsert's merged rows are written at publish."""
         from dataclasses import replace
 
-        return replace(self, suffix="-merged")
+        return self.sharing_tags(replace(self, suffix="-merged"))
+
+    def sharing_tags(self, other: Catalog) -> Catalog:
+        """``other`` with this catalog's tag dictionary, if loaded (parsing conf/tags.yaml again costs ~1 s)."""
+        if "tags" in self.__dict__:
+            other.__dict__["tags"] = self.__dict__["tags"]
+        return other
 
     def write_copy(self, spark, df, name: str, base: int | None = None) -> int:
         """Write ``df`` as this copy of ``name`` (replacing any earlier one); ``base``: the published version merged into."""
@@ -490,7 +496,7 @@ class StagedCatalog(Catalog):
 
     def _check_stored_columns(self, spec: TableSpec) -> list[str]:
         """The published table's stored order (a staged copy is written in it, so its files read back as the table's)."""
-        published = Catalog(self.lake, self.conf, self.declarations).spec(spec.name)
+        published = self.sharing_tags(Catalog(self.lake, self.conf, self.declarations)).spec(spec.name)
         if storage.is_dir(storage.join(published.path, "_delta_log")):
             return Catalog._check_stored_columns(self, published)
         return list(spec.columns)
