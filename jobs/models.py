@@ -128,7 +128,7 @@ def run(ctx: RunContext) -> list[Output]:
     ctx.notes["model_versions"] = versions
     ctx.notes["models_skipped"] = skipped
     outputs.insert(0, Output(MODEL_TAGS, model_tags_frame(ctx, inputs.users, scores, versions), "partition", ctx.dt))
-    return outputs
+    return outputs + collected_outputs(ctx)
 
 
 def _reason(model: str, exc: Exception) -> str:
@@ -150,20 +150,31 @@ def _register(
     train_end: date | None = None,
     metrics_dt: date | None = None,
 ) -> None:
-    """Save the artefact of ``model`` version D, upsert its registry row and record its metrics (on ``metrics_dt``, default D).
+    """Save the artefact of ``model`` version D; collect its registry row and its metrics (on ``metrics_dt``, default D).
 
-    Written when the model is trained, not through the stage's gate: the
-    registry records what was trained; the tags still publish only if they pass.
+    The rows publish with the stage's outputs (:func:`collected_outputs`), after
+    its gate: a models run that fails its gate registers nothing.
     """
     version = registry.version_for(ctx.dt)
     folder = registry.save(ctx.lake, model, version, params, fitted)
-    registry.register(
-        ctx.spark,
-        ctx.catalog,
-        registry.ModelVersion(model, version, datetime.now(UTC), train_start, train_end or ctx.dt, params, metrics or {}, str(folder)),
-    )
+    entry = registry.ModelVersion(model, version, datetime.now(UTC), train_start, train_end or ctx.dt, params, metrics or {}, str(folder))
+    ctx.collected.setdefault(registry.REGISTRY, []).extend(registry.registry_rows(entry))
     if metrics:
-        registry.record_metrics(ctx.spark, ctx.catalog, model, version, metrics_dt or ctx.dt, metrics)
+        ctx.collected.setdefault(registry.METRICS, []).extend(registry.metric_rows(model, version, metrics_dt or ctx.dt, metrics))
+
+
+def collected_outputs(ctx: RunContext) -> list[Output]:
+    """The registry and metric rows this run collected, as upserts (one row per key: the last collected)."""
+    outputs = []
+    for table in (registry.REGISTRY, registry.METRICS):
+        rows = ctx.collected.get(table) or []
+        if not rows:
+            continue
+        spec = ctx.catalog.spec(table)
+        at = [list(spec.columns).index(k) for k in spec.key]
+        latest = {tuple(row[i] for i in at): row for row in rows}
+        outputs.append(Output(table, ctx.spark.createDataFrame(list(latest.values()), spec.ddl), "upsert"))
+    return outputs
 
 
 def _window_start(ctx: RunContext, days: int) -> date:
@@ -612,13 +623,17 @@ def threshold_curve(ctx: RunContext, settings: dict, scored: DataFrame, version:
     ctx.notes["threshold_figures"] = {"success_rate": success_rate, "from": success_from, "value_from": value_from}
     best = threshold.best_threshold(curve)
     at_best = curve[np.isclose(curve["threshold"], best)].iloc[0]
-    registry.record_metrics(
-        ctx.spark,
-        ctx.catalog,
-        "churn",
-        version,
-        ctx.dt,
-        {"best_threshold": best, "best_expected_profit": float(at_best["expected_profit"]), "targeted_at_best": float(at_best["targeted"])},
+    ctx.collected.setdefault(registry.METRICS, []).extend(
+        registry.metric_rows(
+            "churn",
+            version,
+            ctx.dt,
+            {
+                "best_threshold": best,
+                "best_expected_profit": float(at_best["expected_profit"]),
+                "targeted_at_best": float(at_best["targeted"]),
+            },
+        )
     )
     spec = ctx.catalog.spec(THRESHOLD_CURVE)
     curve = curve.assign(model="churn", version=version, best=np.isclose(curve["threshold"], best), dt=ctx.dt)

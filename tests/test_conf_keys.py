@@ -174,6 +174,8 @@ def reads(spark, tmp_path_factory):
         ctx = RunContext(spark, lake, known, Conf())
         orders = spark.createDataFrame(purchases[["user_id", "dt"]])  # the job reads purchases on the engine
         model = jobs_models.train_churn(ctx, settings, orders, snapshots)
+        for output in jobs_models.collected_outputs(ctx):  # what the models stage publishes after its gate
+            ctx.catalog.write(spark, output.df, output.table, output.mode)
         reused, version, _ = jobs_models.churn_model(RunContext(spark, lake, known + timedelta(days=1), Conf()), settings, orders)
         assert version == registry.version_for(known) and reused.features == model.features
         scored = spark.createDataFrame(pd.DataFrame({"churn_probability": churn.score(model, simulated)}))

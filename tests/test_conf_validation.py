@@ -83,6 +83,18 @@ def _set(*path, value):
             "conf/landing.yaml sources.orders.fields.amount: min 0 is above max -1",
         ),
         ("segments", _set("segments", "vip_at_risk", "rule", value="spend_30 > 1"), "unknown tag 'spend_30'"),
+        # issue 17 defect 10: an output no gate checks is refused unless it says why
+        (
+            "tables/ops",
+            lambda data: data["ops.stage_runs"].pop("gate"),
+            "conf/tables ops.stage_runs: no gate in conf/gates/ (its rows would publish unchecked)",
+        ),
+        (
+            "tables/gold",
+            lambda data: data["gold.profile"].pop("gate_reason"),
+            "conf/tables gold.profile.gate_reason: missing",
+        ),
+        ("tables/ops", _set("ops.gate_results", "gate", value="off"), "conf/tables ops.gate_results.gate: 'off' is not allowed"),
     ],
 )
 def test_a_broken_declaration_names_the_file_and_key(tmp_path, name, change, expected):

@@ -447,17 +447,19 @@ def test_publish_refuses_a_staged_copy_that_was_not_audited_failed_or_changed(tm
         publish_staged(ctx, "clean")
 
     ctx.stage = "clean"
-    path = staging_catalog(ctx).spec("ops.reconciliation").path
+    path = staging_catalog(ctx, 1).spec("ops.reconciliation").path
     write_deltalake(path, pa.table({"source": ["orders"]}))
     manifest = {
         "stage": "clean",
         "dt": str(D1),
+        "run": 1,
         "outputs": [{"table": "ops.reconciliation", "mode": "partition", "partition_value": str(D1)}],
         "staged_versions": {"ops.reconciliation": 0},
         "notes": {},
         "audit": None,
     }
     write = lambda: (Path(ctx.staging_dir) / "manifest.json").write_text(json.dumps(manifest))  # noqa: E731
+    Path(ctx.staging_dir).mkdir(parents=True)
     write()
     with pytest.raises(StagingError, match="not audited"):
         publish_staged(ctx, "clean")

@@ -166,10 +166,10 @@ def test_a_second_run_of_a_stage_is_refused_naming_the_holder(lake):
         refused = _portrait("run", "--lake", uri, "--date", str(D1), "--from", "monitor", "--to", "monitor")
         assert refused.returncode == 1
         line = refused.stderr.strip().splitlines()[-1]
-        assert "stage monitor for 2026-11-02 is already running" in line and f"pid {os.getpid()}" in line, line
-        holder = json.loads(storage.read_bytes(storage.join(uri, "_staging", "monitor", f"{D1}.lock")))
+        assert "stage monitor for 2026-11-02 is refused: stage monitor is already running" in line and f"pid {os.getpid()}" in line, line
+        holder = json.loads(storage.read_bytes(storage.join(uri, "_staging", "monitor.lock")))
         assert holder["holder"].startswith(f"pid {os.getpid()} on ")
-    assert not storage.is_file(storage.join(uri, "_staging", "monitor", f"{D1}.lock")), "released at the end"
+    assert not storage.is_file(storage.join(uri, "_staging", "monitor.lock")), "released at the end"
 
 
 def test_an_expired_lease_is_taken_over_and_only_by_one(s3):

@@ -1,4 +1,4 @@
-"""One run of a stage for a date at a time: a second one fails at once, naming the holder, and touches nothing."""
+"""One run of a stage at a time, any date: a second one fails at once, naming the holder, and touches nothing."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ with stage_lock(RunContext(None, {lake!r}, date(2026, 9, 30)), "clean"):
 """
 
 
-def test_a_second_run_of_the_same_stage_and_date_fails_naming_the_holder(tmp_path):
+def test_a_second_run_of_the_same_stage_fails_naming_the_holder_whatever_its_date(tmp_path):
     lake = str(tmp_path / "lake")
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(HOLD.format(lake=lake))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -32,11 +32,16 @@ def test_a_second_run_of_the_same_stage_and_date_fails_naming_the_holder(tmp_pat
         staged = tmp_path / "lake" / "_staging" / "clean" / "2026-09-30" / "manifest.json"
         staged.parent.mkdir(parents=True)
         staged.write_text("{}")  # the holder's staged copy
-        with pytest.raises(StagingError, match=rf"stage clean for 2026-09-30 is already running \(pid {holder.pid} on "):
+        with pytest.raises(
+            StagingError, match=rf"stage clean for 2026-09-30 is refused: stage clean is already running \(pid {holder.pid} on "
+        ):
             run_stage(ctx, "clean")
         assert staged.read_text() == "{}"  # refused before it removed anything
-        with stage_lock(RunContext(None, lake, date(2026, 9, 29)), "clean"), stage_lock(ctx, "models"):
-            pass  # another date, another stage: free
+        with pytest.raises(StagingError, match=r"stage clean for 2026-09-29 is refused: stage clean is already running"):
+            with stage_lock(RunContext(None, lake, date(2026, 9, 29)), "clean"):
+                pass  # another date of the same stage (a backfill beside the daily run): refused at once
+        with stage_lock(ctx, "models"):
+            pass  # another stage: free
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)

@@ -509,6 +509,13 @@ def cmd_tables(args) -> int:
     for name in catalog.names():
         version = catalog.version(name) if catalog.exists(name) else "-"
         print(f"{name:<28} v{version!s:<5} {catalog.spec(name).path}")
+    from portrait.core.pipeline import half_published
+
+    for row in half_published(args.lake, _conf(args)):
+        print(
+            f"HALF-PUBLISHED: stage {row['stage']} for {row['dt']} (run {row['run_id']}, began {row['recorded_at']}): "
+            f"its tables may be partly new; stages reading it refuse {row['dt']} until its publish is retried or it is rerun"
+        )
     return 0
 
 

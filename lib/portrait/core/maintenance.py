@@ -55,14 +55,21 @@ def retention_hours(conf) -> int:
     return days * 24
 
 
-def remove_stale_staging(lake: str, hours: int, now: float | None = None) -> list[str]:
+def remove_stale_staging(lake: str, hours: int, now: float | None = None, conf: Conf | None = None) -> list[str]:
     """Delete staged copies (``_staging/{stage}/{dt}/``) nothing under which changed for ``hours``.
 
-    A run that died between write and publish leaves its copy behind; the next
-    run of that stage and date replaces it anyway, so an old one is only space.
-    Works the same on local disk and object storage (where a folder is a prefix
-    and its age that of its newest object); lock files are left to the lock.
+    A run that died between write and publish leaves its copy behind: its
+    manifest and scratch here, its staged tables inside the published tables'
+    folders; the next run of that stage and date removes the same
+    (``pipeline.remove_leftovers``), so an old one is only space. Works the same
+    on local disk and object storage (where a folder is a prefix and its age
+    that of its newest object); lock files are left to the lock.
     """
+    from datetime import date
+
+    from portrait.core import pipeline
+
+    conf = conf or Conf()
     staging = storage.join(lake, "_staging")
     cutoff = (time.time() if now is None else now) - hours * 3600
     removed = []
@@ -72,10 +79,17 @@ def remove_stale_staging(lake: str, hours: int, now: float | None = None) -> lis
             if not storage.is_dir(folder):
                 continue
             changed = storage.modified_at(folder)
-            if changed is not None and changed < cutoff:
+            if changed is None or changed >= cutoff:
+                continue
+            try:
+                ctx = pipeline.RunContext(None, lake, date.fromisoformat(name), conf)
+            except ValueError:  # not a date folder: not ours to interpret
                 storage.remove_tree(folder)
-                removed.append(folder)
-                log.info("removed stale staged copy %s", folder)
+            else:
+                ctx.stage = stage
+                pipeline.remove_leftovers(ctx)
+            removed.append(folder)
+            log.info("removed stale staged copy %s", folder)
     return removed
 
 
@@ -111,7 +125,7 @@ def maintain(lake: str, conf=None, hours: int | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001 - reported with the tables' failures
         failed["erasure_purge"] = f"{type(exc).__name__}: {exc}"
         log.exception("the pending erasure purge failed")
-    remove_stale_staging(lake, hours)
+    remove_stale_staging(lake, hours, conf=conf)
     if failed:
         raise RuntimeError("maintenance failed for " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     return done

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
+import os
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from datetime import UTC, date
 
 from portrait.core import parquet_commit, storage
 from portrait.core.config import Conf
-from portrait.core.tables import Catalog
+from portrait.core.tables import Catalog, StagedCatalog
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,9 @@ class RunContext:
     # that has no published partition with dt=S and known_on=D: the rows of business date <= S as landed by D,
     # so a history landed at once (an export) still has its past (issue 14).
     known_on: date | None = None
+    # Rows a job gathers while it builds and returns as outputs at its end, so they pass the stage's gate
+    # and publish with it (the models stage: ops.model_registry, ops.model_metrics): {table: [row tuples]}
+    collected: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from portrait.core.validate import validate_once
@@ -164,7 +170,11 @@ class RunContext:
 
     @property
     def catalog(self) -> Catalog:
-        return Catalog(self.lake, self.conf, tables_read=self.tables_read)
+        """The lake's catalog; one per context (its tag dictionary is parsed once), renewed if lake or conf change."""
+        cached = self.__dict__.get("_catalog")
+        if cached is None or cached.lake != self.lake or cached.conf is not self.conf or cached.tables_read is not self.tables_read:
+            cached = self.__dict__["_catalog"] = Catalog(self.lake, self.conf, tables_read=self.tables_read)
+        return cached
 
     @property
     def staging_dir(self) -> str:
@@ -212,18 +222,22 @@ _held_locks: set[tuple[int, str]] = set()  # (thread, lock path) this process ho
 
 @contextmanager
 def stage_lock(ctx: RunContext, stage: str):
-    """Hold the lock of ``stage`` for ``ctx.dt``: one run of a stage for a date at a time.
+    """Hold the lock of ``stage``: one run of a stage at a time, whatever its date.
 
-    A second run (a manual rerun while Airflow runs the date) would delete the
-    first one's staged copy under it; it fails at once instead, naming the
-    holder. On local disk ``flock`` is released by the OS when a holder dies;
-    on object storage the lock is a lease (``storage.exclusive``), so a killed
-    run leaves it behind for at most ``storage.LOCK_LEASE_SECONDS``.
-    Re-entrant within a thread.
+    A second run of the same date (a manual rerun while Airflow runs it) would
+    delete the first one's staged copy under it; a second date (a backfill
+    beside the daily run) would read the first date's tables half-written (a
+    date reads the dates before it: dedup look-back, stitching, day-over-day
+    monitoring) and race on the whole-table outputs (``gold.user_index`` hands
+    out bitmap positions, the upserted tables are read-merge-written). So it
+    is refused at once, naming the holder (docs/reliability.md). On local
+    disk ``flock`` is released by the OS when a holder dies; on object storage
+    the lock is a lease (``storage.exclusive``), so a killed run leaves it
+    behind for at most ``storage.LOCK_LEASE_SECONDS``. Re-entrant within a thread.
     """
     import threading
 
-    path = storage.join(ctx.lake, "_staging", stage, f"{ctx.dt}.lock")
+    path = storage.join(ctx.lake, "_staging", f"{stage}.lock")
     held = (threading.get_ident(), path)
     if held in _held_locks:
         yield
@@ -237,7 +251,8 @@ def stage_lock(ctx: RunContext, stage: str):
                 _held_locks.discard(held)
     except storage.LockHeld as busy:
         raise StagingError(
-            f"stage {stage} for {ctx.dt} is already running ({busy.holder}); wait for it to end or stop it, then run again"
+            f"stage {stage} for {ctx.dt} is refused: stage {stage} is already running ({busy.holder}); "
+            "one run of a stage at a time, any date: wait for it to end or stop it, then run again"
         ) from None
 
 
@@ -250,6 +265,110 @@ def _locked(step):
             return step(ctx, stage, *args, **kwargs)
 
     return locked
+
+
+FAULT_POINT_ENV = "PORTRAIT_FAULT_POINT"
+
+
+def fault_point(name: str) -> None:
+    """Test hook: SIGKILL this process at the point named by ``$PORTRAIT_FAULT_POINT``.
+
+    Points (``tests/test_faults.py`` kills runs at each): ``{stage}:staged:{table}``
+    (build, after that table's staged copy is written), ``{stage}:audited``
+    (gate ran and was recorded, verdict not yet saved), ``{stage}:publishing``
+    (publish record "publishing" written, no table committed), ``{stage}:published:{table}``
+    (after that table's commit) and ``{stage}:recorded`` (publish record written,
+    staged copy not yet dropped). Unset in production: one environment lookup.
+    """
+    if os.environ.get(FAULT_POINT_ENV) == name:
+        log.warning("fault point %s: killing process %s (test hook %s)", name, os.getpid(), FAULT_POINT_ENV)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- publish records
+#
+# Delta has no multi-table transaction. Each stage publish appends to
+# ops.stage_runs a row "publishing" before its first table commit and a row
+# "published" (with the versions it published) after its last. A stage whose
+# latest row for D is "publishing" is half-published: the stages that read it
+# refuse to start for D until it is finished (publish step retried) or rerun.
+
+STAGE_RUNS = "ops.stage_runs"
+
+
+def publish_app_id(stage: str, dt) -> str:
+    """The Delta transaction id of a stage's publish for a date (its version: the staged run)."""
+    return f"portrait:{stage}:{dt}"
+
+
+def _record_stage_run(ctx: RunContext, stage: str, run: int, status: str, versions: dict) -> None:
+    from datetime import datetime
+
+    append_rows(
+        ctx.lake,
+        ctx.conf,
+        STAGE_RUNS,
+        [
+            {
+                "stage": stage,
+                "run_id": run,
+                "status": status,
+                "versions": json.dumps(versions, sort_keys=True),
+                "recorded_at": datetime.now(UTC),
+                "dt": ctx.dt,
+            }
+        ],
+    )
+
+
+def stage_status(lake: str, conf: Conf, dt=None) -> dict[tuple[str, str], dict]:
+    """{(stage, dt): latest ops.stage_runs row} (of ``dt`` only if given); {} if the table was never written."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    catalog = Catalog(lake, conf)
+    if not catalog.exists(STAGE_RUNS):
+        return {}
+    path = catalog.spec(STAGE_RUNS).path
+    table = DeltaTable(path, storage_options=storage.delta_options(path))
+    rows = pa.table(table.to_pyarrow_table(partitions=[("dt", "=", str(dt))] if dt is not None else None)).to_pylist()
+    latest: dict[tuple[str, str], dict] = {}
+    for row in sorted(rows, key=lambda r: (r["recorded_at"], r["status"] == "published")):
+        latest[(row["stage"], str(row["dt"]))] = row
+    return latest
+
+
+def half_published(lake: str, conf: Conf) -> list[dict]:
+    """The latest publish record of every (stage, date) whose publish began and did not finish."""
+    return [row for row in stage_status(lake, conf).values() if row["status"] != "published"]
+
+
+def check_inputs_published(ctx: RunContext, stage: Stage) -> None:
+    """Refuse to start ``stage`` for ``ctx.dt`` unless every stage it reads is wholly published for that date.
+
+    A stage with no publish record on this lake at all (tables written before
+    publish records existed, or put there by hand, as some tests do) is not
+    checked; one recorded for other dates but not for ``ctx.dt`` is missing.
+    """
+    if not stage.after:
+        return
+    status = stage_status(ctx.lake, ctx.conf)
+    recorded = {name for name, _ in status}
+    problems = []
+    for needed in stage.after:
+        row = status.get((needed, str(ctx.dt)))
+        if row is None:
+            if needed in recorded:
+                problems.append(f"stage {needed} has not been published for {ctx.dt}")
+            else:
+                log.warning("stage %s has no publish record in %s: not checked for %s", needed, ctx.lake, ctx.dt)
+        elif row["status"] != "published":
+            problems.append(
+                f"stage {needed} is half-published for {ctx.dt} (run {row['run_id']} began publishing at {row['recorded_at']} "
+                f"and did not finish): retry its publish step or rerun it (portrait run --date {ctx.dt} --from {needed} --to {needed})"
+            )
+    if problems:
+        raise StagingError(f"stage {stage.name} for {ctx.dt} cannot start: " + "; ".join(problems))
 
 
 @_locked
@@ -282,9 +401,16 @@ def stage_named(name: str) -> Stage:
     return stage
 
 
-def staging_catalog(ctx: RunContext) -> Catalog:
-    """The staged copy of ``ctx.stage`` for ``ctx.dt``, as a catalog of the declared tables."""
-    return Catalog(storage.join(ctx.staging_dir, "tables"), ctx.conf)
+def staging_catalog(ctx: RunContext, run: int | None = None) -> StagedCatalog:
+    """The staged copy of ``ctx.stage`` for ``ctx.dt`` (run ``run``, default the manifest's), as a catalog of the declared tables.
+
+    Each table's copy lies inside the published table's folder (tables.StagedCatalog), same storage.
+    """
+    if run is None:
+        run = load_manifest(ctx, ctx.stage)["run"]
+    staged = StagedCatalog(ctx.lake, ctx.conf, stage=ctx.stage, dt=str(ctx.dt), run=run)
+    staged.__dict__["tags"] = ctx.catalog.tags  # one parse of conf/tags.yaml per run
+    return staged
 
 
 def _save_manifest(ctx: RunContext, manifest: dict) -> None:
@@ -305,13 +431,53 @@ def load_manifest(ctx: RunContext, stage: str) -> dict:
 
 
 def _fresh_job(ctx: RunContext, stage_name: str):
-    """(stage, its job function), with ``ctx`` set to the stage and any earlier staged copy of ``ctx.dt`` removed."""
+    """(stage, its job function), with ``ctx`` set to the stage and any earlier staged copy of ``ctx.dt`` removed.
+
+    Refuses (StagingError) a stage whose inputs are not wholly published for ``ctx.dt``.
+    """
     stage = stage_named(stage_name)
+    check_inputs_published(ctx, stage)
     module_name, function_name = stage.entry_point.split(":")
     job = getattr(importlib.import_module(module_name), function_name)
     ctx.stage = stage.name
-    storage.remove_tree(ctx.staging_dir)
+    remove_leftovers(ctx)
     return stage, job
+
+
+def remove_leftovers(ctx: RunContext, scratch: bool = True) -> None:
+    """Remove what an earlier run of ``ctx.stage`` for ``ctx.dt`` left in staging (a dead or failed run).
+
+    The staged copies inside each published table go too, except the files a
+    table references (those of a publish that committed it: only their staged
+    log goes; vacuum removes the files once a later version replaces them).
+    """
+    path = storage.join(ctx.staging_dir, MANIFEST)
+    if storage.is_file(path):
+        try:
+            old = json.loads(storage.read_text(path))
+        except ValueError:  # a manifest cut short by a kill: its copies are found by listing below
+            old = {}
+        _drop_copies(ctx, old.get("run"), {o["table"]: o["mode"] for o in old.get("outputs", [])})
+        storage.remove(path)
+    if scratch:
+        storage.remove_tree(ctx.staging_dir)
+
+
+def _drop_copies(ctx: RunContext, run: int | None, modes: dict[str, str]) -> None:
+    from deltalake import DeltaTable
+
+    if run is None:
+        return
+    catalog = ctx.catalog
+    staged = staging_catalog(ctx, run)
+    app = publish_app_id(ctx.stage, ctx.dt)
+    for table, mode in modes.items():
+        committed = False
+        if catalog.exists(table):
+            path = catalog.spec(table).path
+            committed = DeltaTable(path, storage_options=storage.delta_options(path)).transaction_version(app) == run
+        staged.drop(table, published=committed and mode != "upsert")
+        staged.merged().drop(table, published=committed and mode == "upsert")
 
 
 @_locked
@@ -326,29 +492,38 @@ def build_staged(ctx: RunContext, stage_name: str) -> dict:
 
 @_locked
 def write_staged(ctx: RunContext, stage: str, outputs: list[Output]) -> dict:
-    """Write ``outputs`` to the staging copy and its manifest (nothing is audited or published)."""
+    """Write ``outputs`` to the staging copy and its manifest (nothing is audited or published).
+
+    The manifest is saved first (run id and outputs, no staged versions yet),
+    so the next run of the stage finds and removes what a killed one staged.
+    """
     ctx.stage = stage
-    staging = staging_catalog(ctx)
-    storage.remove_tree(staging.lake)
-    storage.remove(storage.join(ctx.staging_dir, MANIFEST))
-    staged, rows = {}, {}
-    for output in outputs:
-        staged[output.table] = staging.write(ctx.spark, output.df, output.table, "append")
-        rows[output.table] = rows.get(output.table, 0) + staging.rows_written(output.table, staged[output.table])
-    ctx.notes["staged_rows"] = rows  # what the stage produced, per table, whatever the publish mode rewrites
-    if ctx.tables_read is not None:  # what it read: each published table's snapshot (its own date filters scan fewer)
-        ctx.notes["rows_read"] = {table: ctx.catalog.rows_stored(table, version) for table, version in ctx.tables_read.items()}
+    remove_leftovers(ctx, scratch=False)  # an earlier staged copy of this date (the scratch the job's rows come from stays)
+    run = time.time_ns() // 1000  # microseconds: the staged copies' folder and the publish's Delta transaction version
+    staging = staging_catalog(ctx, run)
     manifest = {
         "stage": stage,
         "dt": str(ctx.dt),
+        "run": run,
         "outputs": [
             {"table": o.table, "mode": o.mode, "partition_value": None if o.partition_value is None else str(o.partition_value)}
             for o in outputs
         ],
-        "staged_versions": staged,
-        "notes": ctx.notes,
+        "staged_versions": None,
+        "notes": {},
         "audit": None,
     }
+    _save_manifest(ctx, manifest)
+    staged, rows = {}, {}
+    for output in outputs:
+        staged[output.table] = staging.write(ctx.spark, output.df, output.table, "append")
+        rows[output.table] = rows.get(output.table, 0) + staging.rows_written(output.table, staged[output.table])
+        fault_point(f"{stage}:staged:{output.table}")
+    ctx.notes["staged_rows"] = rows  # what the stage produced, per table, whatever the publish mode rewrites
+    if ctx.tables_read is not None:  # what it read: each published table's snapshot (its own date filters scan fewer)
+        ctx.notes["rows_read"] = {table: ctx.catalog.rows_stored(table, version) for table, version in ctx.tables_read.items()}
+    manifest["staged_versions"] = staged
+    manifest["notes"] = ctx.notes
     _save_manifest(ctx, manifest)
     return manifest
 
@@ -361,15 +536,23 @@ def audit_staged(ctx: RunContext, stage: str) -> list:
     from portrait import gates
 
     manifest = load_manifest(ctx, stage)
-    staging = staging_catalog(ctx)
+    if manifest.get("staged_versions") is None:
+        raise StagingError(
+            f"stage {stage} for {ctx.dt}: the staged copy was not finished (its build was stopped); run its build step again"
+        )
+    staging = staging_catalog(ctx, manifest["run"])
     declared = ctx.conf.gates
     tables = [o["table"] for o in manifest["outputs"]]
+    ungated = [t for t in dict.fromkeys(tables) if t not in declared and ctx.conf.tables.get(t, {}).get("gate") != "none"]
+    if ungated:  # conf load refuses this (validate.gate_problems); a conf changed under a run must not slip through
+        raise StagingError(f"stage {stage} for {ctx.dt}: no gate declared for {', '.join(ungated)}; nothing published")
     reports = [
         gates.run_gate(ctx.spark, table, staging.read(ctx.spark, table), ctx.dt, ctx.conf, gate_name=stage, lake=ctx.lake)
-        for table in tables
+        for table in dict.fromkeys(tables)
         if table in declared
     ]
     gates.record(ctx.spark, ctx.catalog, reports, ctx.dt)
+    fault_point(f"{stage}:audited")
     manifest["audit"] = {
         "passed": all(report.success for report in reports),
         "staged_versions": {table: staging.version(table) for table in dict.fromkeys(tables)},
@@ -383,26 +566,45 @@ def audit_staged(ctx: RunContext, stage: str) -> list:
 
 @_locked
 def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
-    """Publish: write the audited staged copy to the published tables, then drop the copy."""
+    """Publish: commit the audited staged files to the published tables (one commit per table), then drop the copy.
+
+    Nothing is read back or rewritten (an upsert writes its merged rows once,
+    as before). Each commit carries the Delta transaction (stage and date, run):
+    retried after a crash, it skips the tables already committed and finishes
+    the rest from the same audited copy. ops.stage_runs says "publishing"
+    before the first commit and "published" after the last.
+    """
     manifest = load_manifest(ctx, stage)
     audit = manifest.get("audit")
     if not audit:
         raise StagingError(f"stage {stage} for {ctx.dt}: the staged copy was not audited; run its gate step first")
     if not audit["passed"]:
         raise StagingError(f"stage {stage} for {ctx.dt}: the staged copy failed its gate (see ops.gate_results); nothing published")
-    staging = staging_catalog(ctx)
+    run = manifest["run"]
+    staging = staging_catalog(ctx, run)
     current = {table: staging.version(table) for table in audit["staged_versions"]}
     if current != audit["staged_versions"]:
         raise StagingError(
             f"stage {stage} for {ctx.dt}: the staged copy changed after its audit "
             f"({audit['staged_versions']} audited, {current} now); run the gate step again"
         )
-    versions = {
-        output["table"]: ctx.catalog.write(
-            ctx.spark, staging.read(ctx.spark, output["table"]), output["table"], output["mode"], output["partition_value"]
-        )
-        for output in manifest["outputs"]
-    }
+    writes: dict[str, tuple[str, str | None]] = {}
+    for output in manifest["outputs"]:
+        how = (output["mode"], output["partition_value"])
+        if writes.setdefault(output["table"], how) != how:
+            raise StagingError(
+                f"stage {stage} for {ctx.dt}: table {output['table']} is written twice, as {writes[output['table']]} and {how}"
+            )
+    _record_stage_run(ctx, stage, run, "publishing", {})
+    fault_point(f"{stage}:publishing")
+    app = publish_app_id(stage, ctx.dt)
+    versions = {}
+    for table, (mode, partition_value) in writes.items():
+        versions[table] = ctx.catalog.publish_staged(ctx.spark, staging, table, mode, partition_value, app, run)
+        fault_point(f"{stage}:published:{table}")
+    _record_stage_run(ctx, stage, run, "published", versions)
+    fault_point(f"{stage}:recorded")
+    _drop_copies(ctx, run, {table: mode for table, (mode, _) in writes.items()})
     storage.remove_tree(ctx.staging_dir)
     return versions
 
@@ -414,9 +616,9 @@ _ARROW_TYPES = {"string": "string", "bigint": "int64", "int": "int32", "double":
 def record_task_failure(lake: str, conf: Conf, row: dict) -> int:
     """Append one row to ops.task_failures; returns the table's new version.
 
-    Written with delta-rs (``deltalake``) in the declared schema, not through
-    the engine: failure callbacks must work when the engine is what failed, and
-    Airflow may run them outside the task process.
+    Written with delta-rs (``deltalake``), not through the engine: failure
+    callbacks must work when the engine is what failed, and Airflow may run
+    them outside the task process.
     """
     return append_rows(lake, conf, TASK_FAILURES, [row])
 
@@ -431,9 +633,9 @@ def append_rows(lake: str, conf: Conf, table: str, rows: list[dict]) -> int:
 
     spec = Catalog(lake, conf).spec(table)
     fields = []
-    for name, kind in spec.columns.items():
+    for column, kind in spec.columns.items():
         kind = str(kind).strip().lower()
-        fields.append(pa.field(name, pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, _ARROW_TYPES[kind])()))
+        fields.append(pa.field(column, pa.timestamp("us", tz="UTC") if kind == "timestamp" else getattr(pa, _ARROW_TYPES[kind])()))
     schema = pa.schema(fields)
     unknown = sorted({column for row in rows for column in row} - set(spec.columns))
     if unknown:

@@ -220,3 +220,10 @@ def start_sail_cluster(log_path: Path, workers: int = 2, timeout: float = 60.0) 
         "RUST_LOG": os.environ.get("RUST_LOG", "info"),
     }
     return _start([str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)], env, port, log_path, timeout)
+
+
+def start_sail_server(log_path: Path, timeout: float = 60.0) -> Server:
+    """One Sail Spark Connect server process (``sail spark server``), for clients in other processes."""
+    port = free_port()
+    sail = Path(sys.executable).with_name("sail")
+    return _start([str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)], dict(os.environ), port, log_path, timeout)

@@ -69,9 +69,12 @@ class TableSpec:
     newer_by: str | None = None
     lake: str = "."
     pii: tuple[str, ...] = ()  # columns marked ``pii: true`` (personal data: masked in exports, erased by `portrait forget`)
+    location: str | None = None  # a staged copy's own folder (inside the published table's); None: the table's
 
     @property
     def path(self) -> str:
+        if self.location:
+            return self.location
         layer, _, short = self.name.partition(".")
         return storage.join(self.lake, layer, short)
 
@@ -343,13 +346,7 @@ class Catalog:
         return values
 
     def _merge(self, spark, df, spec: TableSpec, native: bool) -> None:
-        if not spec.key:
-            raise WriteRefused(f"table {spec.name} declares no key; upsert needs one")
-        keys = ", ".join(f"`{k}`" for k in spec.key)
-        dupes = df.groupBy(*spec.key).count().where("count > 1").limit(3).collect()
-        if dupes:
-            sample = "; ".join(", ".join(str(row[k]) for k in spec.key) for row in dupes)
-            raise WriteRefused(f"table {spec.name}: key ({keys}) repeats in the rows to upsert (e.g. {sample})")
+        self._check_unique_key(spec, df)
         merged = upserted(self.read(spark, spec.name), df, spec.key, spec.newer_by)
         if not native:
             parquet_commit.commit(merged, spec, "overwrite")
@@ -393,6 +390,198 @@ class Catalog:
         from deltalake import DeltaTable
 
         return DeltaTable(self.spec(name).path, storage_options=storage.delta_options(self.lake)).version()
+
+    # ------------------------------------------------------------- publishing
+
+    def publish_staged(self, spark, staged: StagedCatalog, name: str, mode: str, partition_value, app_id: str, run: int) -> int:
+        """Publish ``staged``'s copy of ``name`` as ONE Delta commit of the files already written; the new version.
+
+        ``append`` adds the staged files; ``partition`` adds them and removes the
+        files of the partition they replace (the staged files must all lie in
+        it); ``upsert`` writes the rows MERGE would leave once (the whole table,
+        as before) and commits them as an overwrite. A table never written is
+        created by that same commit. The commit carries the Delta transaction
+        ``(app_id, run)``: a table that already holds it is left as it is, so a
+        retried publish finishes a half-done one idempotently. Killed before the
+        commit, the table stays at its old version (the commit is one
+        put-if-absent of the next log file).
+        """
+        from deltalake import DeltaTable
+        from deltalake.transaction import CommitProperties, Transaction, create_table_with_add_actions
+
+        if mode not in MODES:
+            raise ValueError(f"unknown write mode {mode!r}; choose one of {', '.join(MODES)}")
+        spec = self.spec(name)
+        options = storage.delta_options(spec.path)
+        table = DeltaTable(spec.path, storage_options=options) if self.exists(name) else None
+        if table is not None and table.transaction_version(app_id) == run:
+            log.info("%s already holds publish %s/%s (version %s): left as it is", name, app_id, run, table.version())
+            return table.version()
+        if table is not None:
+            self._check_stored_columns(spec)
+        source = staged
+        if mode == "upsert":
+            self._check_unique_key(spec, staged.read(spark, name))
+            source = staged.merged()
+            base = None if table is None else table.version()
+            if not source.exists(name) or source.transaction_base(name) != base:
+                merged = upserted(self.read(spark, name), staged.read(spark, name), spec.key, spec.newer_by)
+                source.write_copy(spark, merged, name, base=base)
+        adds, rows = source.add_actions(name, relative_to=spec.path)
+        filters = None
+        if mode == "partition":
+            values = self._partition_values(spec, partition_value)
+            filters = [(column, "=", text) for column, (_, text) in values.items()]
+            stray = [a.partition_values for a in adds if any(a.partition_values.get(c) != text for c, _, text in filters)]
+            if stray:
+                wanted = ", ".join(f"{column} = {text}" for column, _, text in filters)
+                raise WriteRefused(
+                    f"table {name}: staged files of partition(s) {stray[:3]} in a publish that replaces {wanted}; nothing was published"
+                )
+        commit = CommitProperties(
+            custom_metadata={"numOutputRows": str(rows), "portrait.publish": f"{app_id}/{run}"},
+            app_transactions=[Transaction(app_id=app_id, version=run)],
+        )
+        if table is None:
+            schema = DeltaTable(source.spec(name).path, storage_options=options).schema()
+            create_table_with_add_actions(
+                spec.path, schema, adds, partition_by=list(spec.partition_by) or None, storage_options=options, commit_properties=commit
+            )
+        else:
+            table.create_write_transaction(
+                adds,
+                "append" if mode == "append" else "overwrite",
+                table.schema(),
+                partition_by=list(spec.partition_by) or None,
+                partition_filters=filters,
+                commit_properties=commit,
+            )
+        version = self.version(name)
+        log.info("published %s (%s, %s files, %s rows) -> version %s", name, mode, len(adds), rows, version)
+        return version
+
+    @staticmethod
+    def _check_unique_key(spec: TableSpec, df) -> None:
+        if not spec.key:
+            raise WriteRefused(f"table {spec.name} declares no key; upsert needs one")
+        keys = ", ".join(f"`{k}`" for k in spec.key)
+        dupes = df.groupBy(*spec.key).count().where("count > 1").limit(3).collect()
+        if dupes:
+            sample = "; ".join(", ".join(str(row[k]) for k in spec.key) for row in dupes)
+            raise WriteRefused(f"table {spec.name}: key ({keys}) repeats in the rows to upsert (e.g. {sample})")
+
+
+STAGED_FOLDER = "portrait-staged"  # not "_..." : vacuum skips hidden folders, and published staged files must be vacuumed
+
+
+@dataclass
+class StagedCatalog(Catalog):
+    """The staged copy of one stage run: each table's copy a Delta table of its own inside the published table.
+
+    ``{table}/portrait-staged/{stage}/{dt}/{run}/``: the same storage as the
+    table (local disk or the same bucket), so publishing commits these very
+    files to the table (``Catalog.publish_staged``) instead of rewriting them.
+    """
+
+    stage: str = ""
+    dt: str = ""
+    run: int = 0
+    suffix: str = ""
+
+    def spec(self, name: str) -> TableSpec:
+        from dataclasses import replace
+
+        published = super().spec(name)
+        return replace(published, location=self.folder(published.path))
+
+    def folder(self, table_path: str) -> str:
+        return storage.join(table_path, STAGED_FOLDER, self.stage, self.dt, f"{self.run}{self.suffix}")
+
+    def merged(self) -> StagedCatalog:
+        """Where an upsert's merged rows are written at publish."""
+        from dataclasses import replace
+
+        return self.sharing_tags(replace(self, suffix="-merged"))
+
+    def sharing_tags(self, other: Catalog) -> Catalog:
+        """``other`` with this catalog's tag dictionary, if loaded (parsing conf/tags.yaml again costs ~1 s)."""
+        if "tags" in self.__dict__:
+            other.__dict__["tags"] = self.__dict__["tags"]
+        return other
+
+    def write_copy(self, spark, df, name: str, base: int | None = None) -> int:
+        """Write ``df`` as this copy of ``name`` (replacing any earlier one); ``base``: the published version merged into."""
+        spec = self.spec(name)
+        storage.remove_tree(spec.path)
+        version = self.write(spark, df, name, "append")
+        storage.write_text(storage.join(spec.path, "_portrait_base"), str(base))
+        return version
+
+    def transaction_base(self, name: str) -> int | None:
+        path = storage.join(self.spec(name).path, "_portrait_base")
+        return int(storage.read_text(path)) if storage.is_file(path) else None
+
+    def _check_stored_columns(self, spec: TableSpec) -> list[str]:
+        """The published table's stored order (a staged copy is written in it, so its files read back as the table's)."""
+        published = self.sharing_tags(Catalog(self.lake, self.conf, self.declarations)).spec(spec.name)
+        if storage.is_dir(storage.join(published.path, "_delta_log")):
+            return Catalog._check_stored_columns(self, published)
+        return list(spec.columns)
+
+    def write(self, spark, df, name: str, mode: str, partition_value=None) -> int:
+        spec = self.spec(name)
+        spec.check_schema(df)
+        order = self._check_stored_columns(spec)
+        if not self.exists(name):
+            self._ensure_table(spark, replace_columns(spec, order))
+        return super().write(spark, df.select(*[f"`{c}`" for c in order]), name, mode, partition_value)
+
+    def add_actions(self, name: str, relative_to: str):
+        """(AddAction per data file of this copy, with paths relative to the table at ``relative_to``; row count)."""
+        import json
+
+        from deltalake.transaction import AddAction
+
+        spec = self.spec(name)
+        prefix = spec.path[len(relative_to) :].strip("/").replace("\\", "/")
+        logdir = storage.join(spec.path, "_delta_log")
+        live: dict[str, dict] = {}
+        for entry in storage.list_dir(logdir):
+            if not entry.endswith(".json"):
+                continue
+            for line in storage.read_text(storage.join(logdir, entry)).splitlines():
+                action = json.loads(line) if line.strip() else {}
+                if "add" in action:
+                    live[action["add"]["path"]] = action["add"]
+                elif "remove" in action:
+                    live.pop(action["remove"]["path"], None)
+        adds, rows = [], 0
+        for path, add in sorted(live.items()):
+            rows += int(json.loads(add.get("stats") or "{}").get("numRecords") or 0)
+            adds.append(
+                AddAction(
+                    path=f"{prefix}/{path}",
+                    size=add["size"],
+                    partition_values=add.get("partitionValues") or {},
+                    modification_time=add["modificationTime"],
+                    data_change=True,
+                    stats=add.get("stats") or "{}",
+                )
+            )
+        return adds, rows
+
+    def drop(self, name: str, published: bool) -> None:
+        """Remove this copy of ``name``: its log only where the table references its files, else all of it."""
+        path = self.spec(name).path
+        storage.remove_tree(storage.join(path, "_delta_log") if published else path)
+        if published:
+            storage.remove(storage.join(path, "_portrait_base"))
+
+
+def replace_columns(spec: TableSpec, order: list[str]) -> TableSpec:
+    from dataclasses import replace
+
+    return replace(spec, columns={c: spec.columns[c] for c in order})
 
 
 def stats_columns(spec: TableSpec) -> str:

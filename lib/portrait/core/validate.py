@@ -128,6 +128,27 @@ def reference_problems(conf: Conf) -> list[str]:
     return found
 
 
+def gate_problems(conf: Conf) -> list[str]:
+    """Every declared table has a gate in conf/gates/, or declares ``gate: none`` with a ``gate_reason``."""
+    found, gated = [], conf.gates
+    for table, decl in conf.tables.items():
+        marked, reason = decl.get("gate"), decl.get("gate_reason")
+        if marked is not None and marked != "none":
+            found.append(
+                f"conf/tables {table}.gate: {marked!r} is not allowed; allowed: none (with gate_reason), or no key and a gate in conf/gates/"
+            )
+        elif marked == "none" and table in gated:
+            found.append(f"conf/tables {table}.gate: none, but conf/gates/ declares a gate for it; keep one")
+        elif marked == "none" and not (isinstance(reason, str) and reason.strip()):
+            found.append(f"conf/tables {table}.gate_reason: missing; `gate: none` needs the reason no gate checks {table}")
+        elif marked is None and table not in gated:
+            found.append(
+                f"conf/tables {table}: no gate in conf/gates/ (its rows would publish unchecked); "
+                "declare one, or `gate: none` with a `gate_reason:`"
+            )
+    return found
+
+
 def problems(conf: Conf) -> list[str]:
     """Everything wrong with the conf directory (empty when sound)."""
     found = []
@@ -144,7 +165,7 @@ def problems(conf: Conf) -> list[str]:
             check(conf)
         except (ConfError, ValueError, KeyError) as exc:
             found.append(str(exc).strip("'\""))
-    return found
+    return found + gate_problems(conf)
 
 
 def _tag_dictionary(conf: Conf) -> None:

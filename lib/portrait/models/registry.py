@@ -79,7 +79,12 @@ def load_fitted(lake: str, model: str, version: str) -> object:
 
 def register(spark, catalog: Catalog, entry: ModelVersion) -> int:
     """Upsert the version's registry row; returns the table's new Delta version."""
-    row = [
+    return catalog.write(spark, spark.createDataFrame(registry_rows(entry), catalog.spec(REGISTRY).ddl), REGISTRY, "upsert")
+
+
+def registry_rows(entry: ModelVersion) -> list[tuple]:
+    """The registry row of ``entry``, in the declared column order (the models stage publishes it with its outputs)."""
+    return [
         (
             entry.model,
             entry.version,
@@ -91,14 +96,18 @@ def register(spark, catalog: Catalog, entry: ModelVersion) -> int:
             entry.artifact_path,
         )
     ]
-    return catalog.write(spark, spark.createDataFrame(row, catalog.spec(REGISTRY).ddl), REGISTRY, "upsert")
 
 
 def record_metrics(spark, catalog: Catalog, model: str, version: str, dt: date, metrics: dict[str, float]) -> int:
     """Upsert one row per metric of a version's evaluation on snapshot ``dt`` (NaN kept as null)."""
-    now = datetime.now(UTC)
-    rows = [(model, version, dt, name, None if math.isnan(float(value)) else float(value), now) for name, value in sorted(metrics.items())]
+    rows = metric_rows(model, version, dt, metrics)
     return catalog.write(spark, spark.createDataFrame(rows, catalog.spec(METRICS).ddl), METRICS, "upsert")
+
+
+def metric_rows(model: str, version: str, dt: date, metrics: dict[str, float]) -> list[tuple]:
+    """One ops.model_metrics row per metric (NaN kept as null), in the declared column order."""
+    now = datetime.now(UTC)
+    return [(model, version, dt, name, None if math.isnan(float(value)) else float(value), now) for name, value in sorted(metrics.items())]
 
 
 def latest(spark, catalog: Catalog, model: str, on_or_before: date | None = None) -> ModelVersion | None:

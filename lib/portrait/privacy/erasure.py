@@ -353,31 +353,37 @@ def _relative(root: str, path: str) -> str:
     return str(path)[len(str(root).rstrip("/")) + 1 :].replace("\\", "/")
 
 
-def _remove_staged_leftovers(lake: str) -> list[str]:
-    """Remove what failed or killed runs left in ``_staging`` (staged copies and scratch hold user ids in clear).
+def _remove_staged_leftovers(lake: str, conf) -> list[str]:
+    """Remove what failed or killed runs left in staging (scratch here, staged copies inside the tables: user ids in clear).
 
-    Each stage and date is removed under its run lock, so a running stage is
-    never pulled from under it: a held lock refuses the erasure at once, before
+    Each stage is cleared under its run lock, so a running stage is never
+    pulled from under it: a held lock refuses the erasure at once, before
     anything is touched - run it again when that stage has finished.
     """
+    from datetime import date
+
+    from portrait.core import pipeline
+
     staging = storage.join(lake, "_staging")
-    folders = [
-        (stage, name)
-        for stage in storage.list_dir(staging)
-        for name in storage.list_dir(storage.join(staging, stage))
-        if not name.endswith(".lock")
-    ]
+    stages = [name for name in storage.list_dir(staging) if not name.endswith(".lock")]
     removed = []
-    for stage, name in folders:
+    for stage in stages:
         try:
-            with storage.exclusive(storage.join(staging, stage, f"{name}.lock")):
-                storage.remove_tree(storage.join(staging, stage, name))
+            with storage.exclusive(storage.join(staging, f"{stage}.lock")):
+                for name in storage.list_dir(storage.join(staging, stage)):
+                    try:
+                        ctx = pipeline.RunContext(None, lake, date.fromisoformat(name), conf)
+                    except ValueError:  # not a date folder: nothing a stage reads
+                        storage.remove_tree(storage.join(staging, stage, name))
+                    else:
+                        ctx.stage = stage
+                        pipeline.remove_leftovers(ctx)
+                    removed.append(f"_staging/{stage}/{name}")
         except storage.LockHeld as held:
             raise ErasureError(
-                f"stage {stage} of {name} is running ({held}): its staged rows may hold the people to erase; "
+                f"stage {stage} is running ({held}): its staged rows may hold the people to erase; "
                 "run `portrait forget` again when it has finished (nothing was erased)"
             ) from None
-        removed.append(f"_staging/{stage}/{name}")
     return removed
 
 
@@ -429,7 +435,7 @@ def forget(lake: str, conf, user_ids: list[str], reason: str = "", requested_by:
     known, salt_ids = suppression_list(catalog)
     if salt_ids and salt_ids != {salt_id(secret)}:
         raise ErasureError(f"the salt in {conf.pipeline['privacy']['erasure_salt_env']} is not the one {ERASURE_LOG} was written with")
-    staged = _remove_staged_leftovers(lake)  # first: refuses at once while a stage runs
+    staged = _remove_staged_leftovers(lake, conf)  # first: refuses at once while a stage runs
     if storage.is_dir(storage.join(lake, *SERVING_INDEX)):  # the explorer's copy of the master: rebuilt without them
         storage.remove_tree(storage.join(lake, *SERVING_INDEX))
         staged.append("/".join(SERVING_INDEX))
