@@ -173,6 +173,7 @@ def test_declared_gates_are_resolved_for_the_run_date():
         "dt_start": "2026-06-30 16:00:00",
         "dt_end": "2026-07-01 16:00:00",
         "tz": "Asia/Shanghai",
+        "sources_allowed_empty": "('')",  # no source is optional, no date declared empty: none
     }
     checks = {(c.expectation, c.label): c for c in gates.table_checks(CONF, "silver.events", DT)}
     in_set = checks[("expect_column_values_to_be_in_set", "event_type")]
