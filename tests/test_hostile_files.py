@@ -232,7 +232,7 @@ extras = st.lists(st.sampled_from(["part-7.csv", "part-8.json", "broken.jsonl.gz
 
 
 @pytest.mark.slow
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(files=files, extras=extras)
 def test_generated_hostile_landing_reconciles_exactly(spark, tmp_path_factory, files, extras):
     lake = Path(tempfile.mkdtemp(dir=tmp_path_factory.getbasetemp())) / "lake"
