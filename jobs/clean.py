@@ -13,6 +13,7 @@ rows.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 
 from portrait.clean.contract import check_contract, resolve_rules
 from portrait.clean.identity import attribute_anonymous
-from portrait.clean.landing import read_raw_lines
+from portrait.clean.landing import Landing, read_landing
 from portrait.clean.records import (
     ACCEPTED,
     QUARANTINED,
@@ -46,6 +47,8 @@ from portrait.privacy import erasure, masking
 
 CONSENT_COLUMNS = ("consent_id", "user_id", "channel", "status", "ts")
 
+log = logging.getLogger(__name__)
+
 #: Sources in processing order: users first, since test accounts are users.
 SOURCES = ("users", "consent", "addresses", "orders", "events")
 
@@ -59,10 +62,19 @@ def run(ctx: RunContext) -> list[Output]:
     settings = ctx.conf.pipeline["clean"]
     tz = ctx.conf.pipeline["time_zone"]
 
-    def checked(source: str) -> tuple[DataFrame, DataFrame]:
-        raw = read_raw_lines(spark, ctx.lake, source, dt)
-        return raw, check_contract(
-            raw, contract["sources"][source], dt, tz, settings["future_tolerance_minutes"], contract.get("earliest_timestamp")
+    def checked(source: str) -> tuple[Landing, DataFrame]:
+        landing = read_landing(spark, ctx.lake, source, dt)
+        for problem in landing.problems:
+            log.warning("clean %s: %s", dt, problem)
+        ctx.notes.setdefault("landing_problems", []).extend(landing.problems)
+        return landing, check_contract(
+            landing.lines,
+            contract["sources"][source],
+            dt,
+            tz,
+            settings["future_tolerance_minutes"],
+            contract.get("earliest_timestamp"),
+            settings["max_line_bytes"],
         )
 
     def key(source: str) -> str:
@@ -80,7 +92,7 @@ def run(ctx: RunContext) -> list[Output]:
     quarantined: list[DataFrame] = []
     reconciliation: list[dict] = []
 
-    def settle(source: str, raw: DataFrame, classified: DataFrame, key: str) -> DataFrame:
+    def settle(source: str, raw: Landing, classified: DataFrame, key: str) -> DataFrame:
         private = masking.for_staging(masking.suppressed(classified.drop("_v"), spark, salt, erased, QUARANTINED), source, ctx.conf)
         classified = ctx.materialize(private, source).withColumn("_v", F.expr("try_parse_json(raw_line)"))
         by_policy = F.col("rule").isin(*settings["policy_rules"])
@@ -89,7 +101,7 @@ def run(ctx: RunContext) -> list[Output]:
         for row in tally:
             counts[row["outcome"]] += row["count"]
         policy_filtered = sum(r["count"] for r in tally if r["outcome"] == QUARANTINED and r["by_policy"])
-        reconciliation.append(reconcile(source, raw.count(), counts, policy_filtered, dt))
+        reconciliation.append(reconcile(source, raw.lines.count(), counts, policy_filtered, dt, len(raw.files)))
         quarantined.append(quarantine_rows(classified, source, key, dt))
         return classified.where(F.col("outcome") == ACCEPTED)
 

@@ -15,8 +15,8 @@ DAY1, DAY2 = "2026-07-01", "2026-07-02"
 def _write(lake: Path, source: str, dt: str, lines: list, part: int = 0) -> None:
     folder = lake / "landing" / source / f"dt={dt}"
     folder.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False) for line in lines)
-    (folder / f"part-{part:05d}.jsonl").write_text(text + "\n", encoding="utf-8")
+    text = "".join((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n" for line in lines)
+    (folder / f"part-{part:05d}.jsonl").write_text(text, encoding="utf-8")  # no lines: an empty file, "nothing today"
 
 
 def user(user_id, name, **extra):
@@ -180,6 +180,7 @@ def write_day1_consent(lake: Path) -> None:
 def write_day2(lake: Path) -> None:
     _write(lake, "users", DAY2, [user("u1", "张伟", city="上海")])  # u1 moved: a new version
     _write(lake, "consent", DAY2, [consent("c7", "u1", "email", "withdrawn", "2026-07-02T09:00:00+08:00")])  # a withdrawal landing later
+    _write(lake, "addresses", DAY2, [])  # delivered, empty: no address changed
     _write(
         lake,
         "orders",

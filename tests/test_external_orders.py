@@ -51,12 +51,21 @@ def export(tmp_path):
     return path
 
 
+def without_app_logs(conf_dir) -> None:
+    """A shop without app logs lands no events or addresses: declared optional (docs/operations.md)."""
+    landing = yaml.safe_load((conf_dir / "landing.yaml").read_text(encoding="utf-8"))
+    for source in ("events", "addresses"):
+        landing["sources"][source]["optional"] = True
+    (conf_dir / "landing.yaml").write_text(yaml.safe_dump(landing, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
 def shop_conf(tmp_path) -> Conf:
     conf_dir = tmp_path / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf_dir)
     pipeline = yaml.safe_load((conf_dir / "pipeline.yaml").read_text(encoding="utf-8"))
     pipeline["external_orders"]["columns"].update(MAPPING)
     (conf_dir / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, allow_unicode=True), encoding="utf-8")
+    without_app_logs(conf_dir)
     return Conf(conf_dir)
 
 
@@ -83,7 +92,7 @@ def test_a_mapping_to_a_missing_column_is_named(export, tmp_path):
 
 def test_run_with_an_export_profiles_its_customers(spark, export, tmp_path):
     conf, lake = shop_conf(tmp_path), str(tmp_path / "lake")
-    args = ["run", "--date", str(D), "--orders", str(export), "--lake", lake, "--conf", str(conf.dir)]
+    args = ["run", "--date", str(D), "--orders", str(export), "--lake", lake, "--conf", str(conf.dir), "--create"]
     assert main(args) == 0
     catalog = Catalog(lake, conf)
     rows = len(read_export(export))
@@ -121,8 +130,9 @@ def test_a_long_export_trains_churn_and_publishes_every_layer(spark, tmp_path):
     pipeline = yaml.safe_load((conf_dir / "pipeline.yaml").read_text(encoding="utf-8"))
     pipeline["external_orders"]["columns"].update({"user_id": "user_id", "ts": "ts", "amount": "amount"})
     (conf_dir / "pipeline.yaml").write_text(yaml.safe_dump(pipeline, allow_unicode=True), encoding="utf-8")
+    without_app_logs(conf_dir)
     conf, lake = Conf(conf_dir), str(tmp_path / "lake")
-    assert main(["run", "--date", str(D), "--orders", str(export), "--lake", lake, "--conf", str(conf_dir)]) == 0
+    assert main(["run", "--date", str(D), "--orders", str(export), "--lake", lake, "--conf", str(conf_dir), "--create"]) == 0
     catalog = Catalog(lake, conf)
     registry = catalog.read(spark, "ops.model_registry").where(F.col("model") == "churn").toPandas()
     assert len(registry) == 1

@@ -75,6 +75,7 @@ BASE = {
         duplicates=0,
         policy_filtered=0,
         balanced=True,
+        files=1,
         dt=DT,
     ),
 }
@@ -172,6 +173,7 @@ def test_declared_gates_are_resolved_for_the_run_date():
         "dt_start": "2026-06-30 16:00:00",
         "dt_end": "2026-07-01 16:00:00",
         "tz": "Asia/Shanghai",
+        "sources_allowed_empty": "('')",  # no source is optional, no date declared empty: none
     }
     checks = {(c.expectation, c.label): c for c in gates.table_checks(CONF, "silver.events", DT)}
     in_set = checks[("expect_column_values_to_be_in_set", "event_type")]
@@ -300,6 +302,23 @@ def test_records_filtered_by_policy_do_not_count_as_broken_input(spark, tmp_path
     assert run_gate(spark, "ops.reconciliation", bot_storm, DT, conf).success
     broken_too = frame(spark, "ops.reconciliation", {"input_records": 100, "accepted": 70, "quarantined": 30, "policy_filtered": 24})
     assert not run_gate(spark, "ops.reconciliation", broken_too, DT, conf).success
+
+
+def test_a_source_without_a_file_fails_unless_optional_or_the_date_declared_empty(spark, tmp_path):
+    """Issue 17 defect 5 / issue 21: a missing feed is not a quiet day (conf/landing.yaml optional, empty_dates)."""
+    missing = frame(spark, "ops.reconciliation", {"source": "orders", "files": 0, "input_records": 0, "accepted": 0, "quarantined": 0})
+    message = failure_message([run_gate(spark, "ops.reconciliation", missing, DT)])
+    assert "row_condition(source_delivered)" in message and "source=orders" in message, message
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf_dir)
+    landing = yaml.safe_load((conf_dir / "landing.yaml").read_text())
+    landing["empty_dates"] = [{"date": str(DT), "reason": "national holiday: nothing landed"}]
+    (conf_dir / "landing.yaml").write_text(yaml.safe_dump(landing, allow_unicode=True))
+    assert run_gate(spark, "ops.reconciliation", missing, DT, Conf(conf_dir)).success
+    landing["empty_dates"] = []
+    landing["sources"]["orders"]["optional"] = True
+    (conf_dir / "landing.yaml").write_text(yaml.safe_dump(landing, allow_unicode=True))
+    assert run_gate(spark, "ops.reconciliation", missing, DT, Conf(conf_dir)).success
 
 
 def test_unbalanced_reconciliation_fails(spark):

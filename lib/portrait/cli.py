@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", parents=[shared, engine], help="run the daily pipeline for a date or a range")
     run.add_argument("--date", type=_date, required=True)
     run.add_argument("--until", type=_date, default=None, help="last date of a range (inclusive)")
+    run.add_argument(
+        "--create", action="store_true", help="start a new lake at --lake (without it, a lake with no landing/ folder is refused)"
+    )
     run.add_argument("--from", dest="from_stage", default=None, help="start at this stage (default: the first)")
     run.add_argument("--to", dest="to_stage", default=None, help="stop after this stage (default: the last)")
     run.add_argument(
@@ -218,9 +221,14 @@ DATES_PER_PROCESS = 15
 
 
 def cmd_run(args) -> int:
+    from portrait.clean.landing import require_landing_zone
+    from portrait.core.validate import validate_once
+
     conf = _conf(args)
     stages = stages_between_args(args)
     dates = _dates(args.date, getattr(args, "until", None))
+    validate_once(conf)  # a conf problem is named first, before the lake is looked at
+    require_landing_zone(args.lake, create=getattr(args, "create", False))  # a wrong --lake is refused, never created
     if getattr(args, "orders", None):
         _land_orders(args, conf, stages)
     per_process = getattr(args, "dates_per_process", 0) or 0
@@ -305,6 +313,8 @@ def _report(console, result) -> None:
             f" + quar {row['quarantined']:>6,} + dup {row['duplicates']:>6,} {mark}",
             soft_wrap=True,
         )
+    for problem in result.notes.get("landing_problems", []):
+        console.print("  landing: " + problem, soft_wrap=True, markup=False)  # file names may hold brackets
 
 
 def cmd_show(args) -> int:

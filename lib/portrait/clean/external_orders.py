@@ -196,8 +196,5 @@ def land_export(path: str | Path, lake: str, run_date: date, conf: Conf | None =
     _write_lines(orders_file, records)
     users = new_user_records(fresh, _known(catalog, "silver.users_history", "user_id", "dt", run_date), run_date, settings)
     users_file = storage.join(landing_dir(lake, "users", run_date), USERS_FILE)
-    if users:
-        _write_lines(users_file, users)
-    else:
-        storage.remove(users_file)
+    _write_lines(users_file, users)  # no new customer: an empty file, "nothing today" (a missing feed fails clean)
     return Landed(len(export), len(records), len(orders) - len(fresh), len(users), orders_file)

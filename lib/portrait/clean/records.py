@@ -192,11 +192,16 @@ def device_logins(events: DataFrame, landing_dt: date) -> DataFrame:
     )
 
 
-def reconcile(source: str, input_records: int, counts: dict[str, int], policy_filtered: int, landing_dt: date) -> dict:
-    """One ops.reconciliation row; ``policy_filtered`` is the part of the quarantined filtered by policy rules."""
+def reconcile(source: str, input_records: int, counts: dict[str, int], policy_filtered: int, landing_dt: date, files: int = 0) -> dict:
+    """One ops.reconciliation row; ``policy_filtered`` is the part of the quarantined filtered by policy rules.
+
+    ``files``: every entry of the source's landing folder for the date, read or not
+    (the clean gate fails a required source with none: conf/landing.yaml).
+    """
     accepted, quarantined, duplicates = (counts.get(s, 0) for s in (ACCEPTED, QUARANTINED, DUPLICATE))
     return {
         "source": source,
+        "files": files,
         "input_records": input_records,
         "accepted": accepted,
         "quarantined": quarantined,

@@ -173,6 +173,28 @@ def read_bytes(path: str) -> bytes:
     return bytes(obstore.get(store, key).bytes())
 
 
+def size(path: str) -> int | None:
+    """The size of a file or object in bytes; None if it cannot be read."""
+    try:
+        if not is_remote(path):
+            return Path(path).stat().st_size
+        import obstore
+
+        store, key = _obj(path)
+        return int(obstore.head(store, key)["size"])
+    except Exception:  # noqa: BLE001 - unreadable is an answer here
+        return None
+
+
+def open_read(path: str):
+    """A binary file object on ``path`` (streamed on local disk; an object is fetched whole)."""
+    if not is_remote(path):
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    import io
+
+    return io.BytesIO(read_bytes(path))
+
+
 def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 

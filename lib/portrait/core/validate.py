@@ -95,6 +95,14 @@ def landing_problems(conf: Conf) -> list[str]:
                         f"conf/landing.yaml sources.{source}.fields.{field}.entry_bounds.{entry}: not an entry field"
                         f"{_hint(entry, decl.get('of') or {})}; entries: {', '.join(decl.get('of') or {})}"
                     )
+    sources = conf.landing.get("sources") or {}
+    for index, declared in enumerate(conf.landing.get("empty_dates") or []):
+        for source in declared.get("sources") or []:
+            if source not in sources:
+                found.append(
+                    f"conf/landing.yaml empty_dates[{index}].sources: unknown source {source!r}{_hint(source, sources)}; "
+                    f"sources: {', '.join(sources)}"
+                )
     return found
 
 

@@ -263,6 +263,7 @@ def generate(
         tests += sum(b.tests for b in blocks)
         report("write landing", min((first_block + per_chunk) * BLOCK_USERS, users), users)
         del blocks
+    _write_empty_days(world, landing, tally)
 
     report("write truth", 0, 1)
     buffer = pa.BufferOutputStream()
@@ -1068,6 +1069,16 @@ def _write_chunk(w: _World, landing: str, source: str, rec: dict, chunk: int, ta
         tally.bytes += text.size + 1
         tally.records[source] = tally.records.get(source, 0) + len(lines)
         tally.dirt += np.bincount(part["dirt"], minlength=len(tally.dirt))
+
+
+def _write_empty_days(w: _World, landing: str, tally: _Tally) -> None:
+    """An empty file for each source and date without records: upstream says "nothing today" (a missing file fails clean)."""
+    for source in SOURCES:
+        for day in range(w.days):
+            folder = storage.join(landing, source, f"dt={w.day0 + timedelta(days=day)}")
+            if not storage.list_dir(folder):
+                storage.write_bytes(storage.join(folder, "part-00000.jsonl"), b"")
+                tally.files += 1
 
 
 def _render_events(w: _World, e: dict) -> pa.Array:

@@ -41,7 +41,8 @@ FOR_EACH_COLUMN = "for_each_column"
 VALUES_OF = "values_of"
 #: Expectation arguments that name columns of the table.
 COLUMN_ARGS = ("column", "column_A", "column_B", "column_list")
-#: Placeholders in strings: {dt} {dt_start} {dt_end} {tz}, {conf:file.path.to.value},
+#: Placeholders in strings: {dt} {dt_start} {dt_end} {tz}, {sources_allowed_empty} (the
+#: landing sources that may have no file on {dt}, as an SQL list), {conf:file.path.to.value},
 #: {values_of:TAG or landing.SOURCE.FIELD} and {table:layer.name} (the published
 #: table, for checks against another table: a temporary view the gate registers,
 #: so the SQL reads it on every engine); {batch} is left for GX; {column} is the
@@ -113,7 +114,26 @@ def run_date_values(conf: Conf, dt: date) -> dict[str, str]:
         local = datetime(day.year, day.month, day.day, tzinfo=tz)
         return local.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
-    return {"dt": dt.isoformat(), "dt_start": utc(dt), "dt_end": utc(dt + timedelta(days=1)), "tz": tz_name}
+    return {
+        "dt": dt.isoformat(),
+        "dt_start": utc(dt),
+        "dt_end": utc(dt + timedelta(days=1)),
+        "tz": tz_name,
+        "sources_allowed_empty": _sql_text(sources_allowed_empty(conf, dt) or [""]),
+    }
+
+
+def sources_allowed_empty(conf: Conf, dt: date) -> list[str]:
+    """The landing sources that may have no file for ``dt``: declared ``optional``, or ``dt`` declared empty.
+
+    conf/landing.yaml; an ``empty_dates`` entry without ``sources`` covers every source.
+    """
+    sources = conf.landing.get("sources") or {}
+    allowed = {name for name, spec in sources.items() if spec.get("optional", False)}
+    for declared in conf.landing.get("empty_dates") or []:
+        if str(declared["date"]) == dt.isoformat():
+            allowed |= set(declared.get("sources") or sources)
+    return sorted(allowed)
 
 
 def _sql_text(value: Any) -> str:

@@ -169,6 +169,9 @@ def run_step(stage: str, step: str, context) -> dict:
     log.info("portrait %s.%s for business date %s on lake %s, engine %s", stage, step, dt, lake, where)
     rows, outcome = None, "failed"
     try:
+        from portrait.clean.landing import require_landing_zone
+
+        require_landing_zone(lake)  # a wrong lake Variable is refused, never created
         spark = engine.get_spark(None, remote)
         where = engine.current_engine() or where
         ctx = pipeline.RunContext(spark, lake, dt, Conf())
