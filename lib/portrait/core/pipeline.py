@@ -379,8 +379,28 @@ def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
         )
         for output in manifest["outputs"]
     }
+    publish_artefacts(ctx, stage)  # before the staged copy goes: a failed build fails this step, and its retry builds again
     storage.remove_tree(ctx.staging_dir)
     return versions
+
+
+def publish_artefacts(ctx: RunContext, stage: str | None = None, source: str | None = None) -> dict[str, dict]:
+    """Build the derived artefacts (conf/pipeline.yaml ``artefacts``) of ``stage``, or those built from table ``source``.
+
+    A stage's publish step calls it for the stage; ``portrait rollback`` for
+    the table it restored, so no artefact outlives the rows it was built from.
+    """
+    built = {}
+    for name, artefact in (ctx.conf.load("pipeline").get("artefacts") or {}).items():
+        if artefact["stage"] != stage and artefact["source"] != source:
+            continue
+        if artefact["gate"] != "none":  # the schema allows no other value yet: a file has no GX suite
+            raise ValueError(f"conf/pipeline.yaml artefacts.{name}.gate: {artefact['gate']!r}; only none (with a reason) is supported")
+        started = time.perf_counter()
+        module_name, function_name = artefact["build"].split(":")
+        built[name] = getattr(importlib.import_module(module_name), function_name)(ctx, artefact)
+        log.info("%s for %s: published artefact %s %s in %.1fs", stage or source, ctx.dt, name, built[name], time.perf_counter() - started)
+    return built
 
 
 TASK_FAILURES = "ops.task_failures"
