@@ -149,13 +149,15 @@ def run(repo: Path, users: int, days: int, timeout: float, work: Path) -> dict:
             time.sleep(2)
             rows = _db(home, "SELECT state FROM dag_run WHERE dag_id = 'portrait_daily'")
             state = rows[0][0] if rows else None
-        tasks = _db(home, "SELECT task_id, state, start_date, end_date, duration FROM task_instance WHERE dag_id = 'portrait_daily'")
+        tasks = _db(
+            home, "SELECT task_id, state, start_date, end_date, duration, try_number FROM task_instance WHERE dag_id = 'portrait_daily'"
+        )
     finally:
         stop_groups(procs)
     starts = [_seconds(t[2]) for t in tasks if t[2]]
     ends = [_seconds(t[3]) for t in tasks if t[3]]
     kinds: dict[str, list[float]] = {}
-    for task_id, _, _, _, duration in tasks:
+    for task_id, _, _, _, duration, _ in tasks:
         kinds.setdefault(task_id.rsplit(".", 1)[-1], []).append(duration or 0.0)
     return {
         "repo": str(repo),
@@ -165,6 +167,7 @@ def run(repo: Path, users: int, days: int, timeout: float, work: Path) -> dict:
         "state": state,
         "tasks": len(tasks),
         "failed_tasks": sorted(t[0] for t in tasks if t[1] != "success"),
+        "retried_tasks": sorted(t[0] for t in tasks if (t[5] or 1) > 1),  # a retry's back-off is in run_seconds
         "run_seconds": round(max(ends) - min(starts), 1) if starts and ends else None,
         "boot_and_run_seconds": round(time.monotonic() - started, 1),
         "per_kind": {

@@ -132,6 +132,9 @@ def publish(ctx, artefact: dict) -> dict:
     lake = Lake(ctx.lake, ctx.conf)
     if artefact["source"] != SNAPSHOT:
         raise ValueError(f"conf/pipeline.yaml artefacts.{ARTEFACT}.source: the index renders {SNAPSHOT}, not {artefact['source']}")
+    if current_state(lake) is None:  # e.g. rolled back to before the first snapshot: no index outlives its rows
+        storage.remove(storage.join(ctx.lake, artefact["path"]))
+        return {"removed": "no snapshot to serve"}
     if not storage.is_remote(ctx.lake):
         return build(lake)
     with tempfile.TemporaryDirectory(prefix="portrait-index-") as scratch:
