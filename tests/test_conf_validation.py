@@ -83,6 +83,18 @@ def _set(*path, value):
             "conf/landing.yaml sources.orders.fields.amount: min 0 is above max -1",
         ),
         ("segments", _set("segments", "vip_at_risk", "rule", value="spend_30 > 1"), "unknown tag 'spend_30'"),
+        # a derived artefact is gated or says gate: none and why (issue 20: the explorer's index)
+        ("pipeline", _set("artefacts", "explorer_index", "gate", value="master"), "artefacts.explorer_index.gate: 'none' was expected"),
+        (
+            "pipeline",
+            lambda data: data["artefacts"]["explorer_index"].pop("reason"),
+            "conf/pipeline.yaml artefacts.explorer_index: 'reason' is a required property",
+        ),
+        (
+            "pipeline",
+            _set("artefacts", "explorer_index", "stage", value="mastr"),
+            "artefacts.explorer_index.stage: 'mastr' is not a stage (did you mean 'master'?)",
+        ),
     ],
 )
 def test_a_broken_declaration_names_the_file_and_key(tmp_path, name, change, expected):
