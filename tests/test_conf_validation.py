@@ -95,6 +95,18 @@ def _set(*path, value):
             "conf/tables gold.profile.gate_reason: missing",
         ),
         ("tables/ops", _set("ops.gate_results", "gate", value="off"), "conf/tables ops.gate_results.gate: 'off' is not allowed"),
+        # a derived artefact is gated or says gate: none and why (issue 20: the explorer's index)
+        ("pipeline", _set("artefacts", "explorer_index", "gate", value="master"), "artefacts.explorer_index.gate: 'none' was expected"),
+        (
+            "pipeline",
+            lambda data: data["artefacts"]["explorer_index"].pop("gate_reason"),
+            "conf/pipeline.yaml artefacts.explorer_index: 'gate_reason' is a required property",
+        ),
+        (
+            "pipeline",
+            _set("artefacts", "explorer_index", "stage", value="mastr"),
+            "artefacts.explorer_index.stage: 'mastr' is not a stage (did you mean 'master'?)",
+        ),
     ],
 )
 def test_a_broken_declaration_names_the_file_and_key(tmp_path, name, change, expected):

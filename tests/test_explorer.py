@@ -51,7 +51,7 @@ def lake(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("explorer") / "lake")
     built = os.environ.get("PORTRAIT_EXPLORER_TEST_LAKE")  # while editing: a lake this fixture built before (copied, not changed)
     if built:
-        shutil.copytree(built, root, ignore=shutil.ignore_patterns("_explorer"))
+        shutil.copytree(built, root, ignore=shutil.ignore_patterns("users.json"))
         return root
     # 16 days: a 30-day window still has orders, and three pipeline dates give history and moves
     _portrait("generate", "--users", "200", "--days", "16", "--end", END.isoformat(), "--lake", root, "--seed", "11")
@@ -80,8 +80,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(lake, tokens):
-    """`portrait serve`'s app on a free loopback port (the index built first, as serve does)."""
-    index.ensure(Lake(lake, CONF))
+    """`portrait serve`'s app on a free loopback port, serving the index the master stage published."""
     port = _free_port()
     app = create_app(lake, CONF)
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -226,6 +225,21 @@ def test_restricted_role_sees_no_personal_field_anywhere(lake, base, tokens, som
         jsonschema.Draft202012Validator(schema(CONF)).validate(masked)
 
 
+def test_the_profile_fast_path_answers_what_the_route_answers(base, tokens, some_user):
+    """api.ProfileFastPath (before FastAPI's routing) and the documented route give the same answers, both roles."""
+    for role, token in tokens.items():
+        with _client(base, token) as client:
+            fast, route = client.get(f"/api/profile/{some_user}"), client.get(f"/api/profile/{some_user}", params={"via": "route"})
+            assert fast.status_code == route.status_code == 200 and fast.json() == route.json(), role
+            assert fast.headers["content-type"] == "application/json"
+            for path in ("/api/profile/nobody", f"/api/profile/{some_user}%0A", f"/api/profile/{some_user}/../x"):
+                assert client.get(path).status_code == client.get(path, params={"via": "route"}).status_code != 200, path
+    with _client(base, tokens["operator"][:-2] + "xx") as wrong:
+        assert wrong.get(f"/api/profile/{some_user}").status_code == 401
+    with _client(base) as nobody:
+        assert nobody.get(f"/api/profile/{some_user}").status_code == 401
+
+
 def test_a_user_id_in_a_url_cannot_read_outside_the_lake(lake, base, tokens):
     outside = Path(lake).parent / "secret.png"
     outside.write_bytes(b"\x89PNG outside the lake")
@@ -331,31 +345,26 @@ def test_consumption_tag_shows_the_orders_of_its_window(lake, base, tokens, some
         assert "Model gender version" in model
 
 
-def test_index_is_rebuilt_when_the_snapshot_moves(lake, tmp_path):
-    import sqlite3
-
-    from portrait.explorer.app import _keep_index_fresh
-
+def test_the_master_stage_publishes_the_serving_index_and_rollback_rebuilds_it(lake, tmp_path):
+    """The index is an artefact of the master stage (conf/pipeline.yaml), not built by the server."""
     reader = Lake(lake, CONF)
-    assert index.is_fresh(reader)
+    assert index.is_fresh(reader), f"after `portrait run` the index is the snapshot's: {index.status(reader)}"
     state = index.stored_state(index.index_path(lake))
     assert state["dt"] == END.isoformat() and int(state["users"]) == len(_snapshot(lake, ["user_id"]))
     copy = tmp_path / "lake"
     shutil.copytree(Path(lake) / "gold" / "profile_snapshot", copy / "gold" / "profile_snapshot")
-    moved = Lake(str(copy), CONF)
-    index.build(moved)
-    with sqlite3.connect(index.index_path(str(copy))) as db:  # as if the master stage had published since
-        db.execute("UPDATE meta SET value = '-1' WHERE key = 'version'")
-    assert not index.is_fresh(moved)
-    stop = threading.Event()
-    watcher = threading.Thread(target=_keep_index_fresh, args=(moved, 0.05, stop))
-    watcher.start()
-    deadline = time.monotonic() + 60
-    while not index.is_fresh(moved) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop.set()
-    watcher.join(10)
-    assert index.is_fresh(moved), "the running server's watcher rebuilds a stale index"
+    shutil.copytree(Path(lake) / "_explorer" / "index", copy / "_explorer" / "index")
+    served = index.Index(str(copy), CONF)
+    assert served.state()["dt"] == END.isoformat()
+    table = str(copy / "gold" / "profile_snapshot")
+    first = next(v for v in range(DeltaTable(table).version() + 1) if DeltaTable(table, version=v).partitions())  # the first date's
+    first_dates = {p["dt"] for p in DeltaTable(table, version=first).partitions()}
+    _cli("rollback", "gold.profile_snapshot", "--version", str(first), "--lake", str(copy))
+    rolled = index.stored_state(index.index_path(str(copy)))
+    assert [rolled["dt"]] == sorted(first_dates) != [END.isoformat()], (rolled, first_dates)
+    assert index.is_fresh(Lake(str(copy), CONF)), "a rollback rebuilds the index from the rows it restored"
+    time.sleep(index.REOPEN_CHECK_SECONDS + 0.1)
+    assert served.state() == rolled, "a running server reopens the replaced file"
 
 
 # ----------------------------------------------------------------- the browser

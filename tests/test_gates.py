@@ -503,6 +503,21 @@ def test_record_is_idempotent_and_keeps_other_gates_and_dates(spark, tmp_path):
     assert failed == {("silver.orders", "expect_column_values_to_be_between", "amount")}
 
 
+def test_gates_of_different_stages_record_the_same_date_at_the_same_time(spark, tmp_path):
+    """Issue 21: no one-slot pool; each gate owns its (dt, gate) partition, a lost commit race is retried."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    catalog = Catalog(str(tmp_path / "lake"), CONF)
+    names = ["clean", "consumption", "behavior", "interest"]
+    reports = {name: run_gate(spark, "ops.reconciliation", frame(spark, "ops.reconciliation", {}), DT, gate_name=name) for name in names}
+    record(spark, catalog, [reports["clean"]], DT)  # the table exists: the others race on its log
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda name: record(spark, catalog, [reports[name]], DT), names))
+    rows = stored(spark, catalog)
+    assert sorted({r[0] for r in rows}) == sorted(names)
+    assert len(rows) == sum(len(report.results) for report in reports.values()), "every gate's rows, once"
+
+
 def _stored_form(report):
     """to_rows() as they read back: PySpark returns timestamps as naive local-time datetimes."""
     return [{**row, "checked_at": row["checked_at"].astimezone().replace(tzinfo=None)} for row in report.to_rows()]

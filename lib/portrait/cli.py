@@ -545,14 +545,19 @@ def cmd_migrate(args) -> int:
 def cmd_rollback(args) -> int:
     """Restore TABLE to --version as a new commit (history is kept, so a rollback can be rolled back)."""
     from portrait.core import maintenance
+    from portrait.core.pipeline import RunContext, publish_artefacts
     from portrait.core.tables import Catalog
 
-    catalog = Catalog(args.lake, _conf(args))
+    conf = _conf(args)
+    catalog = Catalog(args.lake, conf)
     before = catalog.version(args.table) if catalog.exists(args.table) else None
     if before is not None and not 0 <= args.version < before:
         raise ValueError(f"{args.table} is at version {before}; restore one of 0..{before - 1}")
     maintenance.restore(catalog, args.table, args.version)
     print(f"{args.table}: restored version {args.version} as version {catalog.version(args.table)} (was {before})")
+
+    for name, state in publish_artefacts(RunContext(None, args.lake, date.today(), conf), source=args.table).items():
+        print(f"{name}: rebuilt from the restored {args.table} {state}")
     return 0
 
 
@@ -564,8 +569,7 @@ def cmd_serve(args) -> int:
     from portrait.explorer.lake import Lake
 
     conf = _conf(args)
-    state = index.ensure(Lake(args.lake, conf))
-    print(f"serving index: {state or 'none yet (no master snapshot)'}", file=sys.stderr)
+    print(f"serving index: {index.status(Lake(args.lake, conf))}", file=sys.stderr)
     print(f"portrait explorer on http://{args.host}:{args.port}/ (accounts: portrait users add NAME --role ROLE)", file=sys.stderr)
     uvicorn.run(create_app(args.lake, conf), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -575,7 +579,8 @@ def cmd_index(args) -> int:
     from portrait.explorer import index
     from portrait.explorer.lake import Lake
 
-    print(f"{index.index_path(args.lake)}: {index.build(Lake(args.lake, _conf(args)))}")
+    conf = _conf(args)
+    print(f"{index.index_path(args.lake, conf)}: {index.build(Lake(args.lake, conf))}")
     return 0
 
 
@@ -586,6 +591,8 @@ def cmd_users(args) -> int:
     if args.action == "list":
         for account, row in sorted(users.accounts().items()):
             print(f"{account:<24} {row['role']:<12} created {row.get('created', '-')}")
+        for role, spec in users.roles.items():
+            print(f"role {role}: {spec.get('description', '')}", file=sys.stderr)
         return 0
     if not args.account:
         raise ValueError(f"users {args.action} needs an account name")

@@ -602,11 +602,33 @@ def publish_staged(ctx: RunContext, stage: str) -> dict[str, int]:
     for table, (mode, partition_value) in writes.items():
         versions[table] = ctx.catalog.publish_staged(ctx.spark, staging, table, mode, partition_value, app, run)
         fault_point(f"{stage}:published:{table}")
+    publish_artefacts(
+        ctx, stage
+    )  # after the tables, before the record: a failed build leaves the stage half-published, its retry builds again
     _record_stage_run(ctx, stage, run, "published", versions)
     fault_point(f"{stage}:recorded")
     _drop_copies(ctx, run, {table: mode for table, (mode, _) in writes.items()})
     storage.remove_tree(ctx.staging_dir)
     return versions
+
+
+def publish_artefacts(ctx: RunContext, stage: str | None = None, source: str | None = None) -> dict[str, dict]:
+    """Build the derived artefacts (conf/pipeline.yaml ``artefacts``) of ``stage``, or those built from table ``source``.
+
+    A stage's publish step calls it for the stage; ``portrait rollback`` for
+    the table it restored, so no artefact outlives the rows it was built from.
+    """
+    built = {}
+    for name, artefact in (ctx.conf.load("pipeline").get("artefacts") or {}).items():
+        if artefact["stage"] != stage and artefact["source"] != source:
+            continue
+        if artefact["gate"] != "none":  # the schema allows no other value yet: a file has no GX suite
+            raise ValueError(f"conf/pipeline.yaml artefacts.{name}.gate: {artefact['gate']!r}; only none (with a gate_reason) is supported")
+        started = time.perf_counter()
+        module_name, function_name = artefact["build"].split(":")
+        built[name] = getattr(importlib.import_module(module_name), function_name)(ctx, artefact)
+        log.info("%s for %s: published artefact %s %s in %.1fs", stage or source, ctx.dt, name, built[name], time.perf_counter() - started)
+    return built
 
 
 TASK_FAILURES = "ops.task_failures"

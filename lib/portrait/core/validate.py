@@ -133,6 +133,15 @@ def reference_problems(conf: Conf) -> list[str]:
     for tag in list(monitoring.get("tags") or {}) + list(monitoring.get("not_tags") or []):
         if tag not in snapshot:
             found.append(f"conf/monitoring.yaml: {tag!r} is not a column of gold.profile_snapshot{_hint(tag, snapshot)}")
+    from portrait.core.pipeline import stage_names
+
+    for name, artefact in (conf.load("pipeline").get("artefacts") or {}).items():
+        if artefact["stage"] not in stage_names():
+            found.append(
+                f"conf/pipeline.yaml artefacts.{name}.stage: {artefact['stage']!r} is not a stage{_hint(artefact['stage'], stage_names())}"
+            )
+        if artefact["source"] not in catalog.declarations:
+            found.append(f"conf/pipeline.yaml artefacts.{name}.source: not a declared table{_hint(artefact['source'], catalog.names())}")
     return found
 
 

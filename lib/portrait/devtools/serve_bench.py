@@ -87,17 +87,20 @@ def measure(bench_lake: str, users: int, clients: list[int], seconds: int, threa
             subprocess.run(
                 ["wrk", "-t1", "-c2", "-d2s", "-s", script.name, f"http://127.0.0.1:{port}/"], check=True, capture_output=True
             )  # warm
-            load = os.getloadavg()
+            load, cpu = os.getloadavg(), _cpu_seconds(server.pid)
             out = subprocess.run(
                 ["wrk", f"-t{min(threads, n)}", f"-c{n}", f"-d{seconds}s", "--latency", "-s", script.name, f"http://127.0.0.1:{port}/"],
                 check=True,
                 capture_output=True,
                 text=True,
             ).stdout
+            parsed = _parse(out)
             results.append(
                 {
                     "clients": n,
-                    **_parse(out),
+                    **parsed,
+                    # CPU the server spent per request: what the load of the machine does not change (much)
+                    "server_cpu_ms_per_request": round(1000 * (_cpu_seconds(server.pid) - cpu) / max(parsed["requests"], 1), 3),
                     "load_before": [round(x, 2) for x in load],
                     "load_after": [round(x, 2) for x in os.getloadavg()],
                 }
@@ -109,6 +112,12 @@ def measure(bench_lake: str, users: int, clients: list[int], seconds: int, threa
     for r in results:
         r["index_build_seconds"] = round(index_seconds, 1)
     return results
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(port: int) -> None:

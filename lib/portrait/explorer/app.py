@@ -8,9 +8,7 @@ OpenAPI schema is served under /api/openapi.json behind the same check.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
@@ -18,7 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from portrait.core.config import Conf
-from portrait.explorer import charts, index
+from portrait.explorer import charts
 from portrait.explorer.auth import Principal, Sessions, Users
 from portrait.explorer.details import MASK, Explorer, NotFound
 
@@ -40,34 +38,13 @@ def points(rows, x, y) -> list[tuple[str, float | None]]:
     return out
 
 
-def _keep_index_fresh(lake, every: float, stop: threading.Event) -> None:
-    """Rebuild the serving index when the master stage has published a newer snapshot (checked every ``every`` seconds)."""
-    while not stop.wait(every):
-        try:
-            if index.current_state(lake) is not None and not index.is_fresh(lake):
-                log.warning("explorer: the master snapshot moved on; rebuilding the serving index")
-                index.build(lake)
-        except Exception as exc:  # noqa: BLE001 - the server keeps serving the index it has
-            log.warning("explorer: serving index not rebuilt: %s: %s", type(exc).__name__, exc)
-
-
 def create_app(lake: str, conf: Conf | None = None) -> FastAPI:
     conf = conf or Conf()
     explorer = Explorer.open(lake, conf)
     users = Users(lake, explorer.settings["roles"])
     sessions = Sessions(float(explorer.settings.get("session_hours", 12)))
-    refresh = float(explorer.settings.get("index_refresh_seconds", 60))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        stop = threading.Event()
-        watcher = threading.Thread(target=_keep_index_fresh, args=(explorer.lake, refresh, stop), name="index-refresh", daemon=True)
-        if refresh > 0:
-            watcher.start()
-        yield
-        stop.set()
-
-    app = FastAPI(title="portrait profile API", version="1", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(title="portrait profile API", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer, app.state.users, app.state.sessions = explorer, users, sessions
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals.update(charts=charts, MASK=MASK)
@@ -132,5 +109,6 @@ def create_app(lake: str, conf: Conf | None = None) -> FastAPI:
     from portrait.explorer import api, pages
 
     app.include_router(api.router(principal), prefix="/api")
+    app.add_middleware(api.ProfileFastPath, explorer=explorer, users=users)
     app.include_router(pages.router(principal, templates))
     return app

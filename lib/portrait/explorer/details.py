@@ -58,7 +58,7 @@ class Explorer:
 
     @classmethod
     def open(cls, root: str, conf: Conf) -> Explorer:
-        return cls(Lake(root, conf), Index(root), conf.load("explorer"))
+        return cls(Lake(root, conf), Index(root, conf), conf.load("explorer"))
 
     @cached_property
     def dictionary(self):
@@ -77,8 +77,13 @@ class Explorer:
         """The table's personal columns: its ``pii: true`` marks in conf/tables (docs/privacy.md)."""
         return set(self.lake.catalog.spec(table).pii) if table in self.lake.catalog.declarations else set()
 
+    def personal_anywhere(self) -> set[str]:
+        """Every column named personal for any table: a record shown from any table hides them all."""
+        return set().union(*((self.settings.get("personal") or {}).values()))
+
     def mask_rows(self, table: str, rows: list[dict], who: Principal) -> list[dict]:
-        hidden = set() if who.personal else self.personal(table) | self.personal(SNAPSHOT)  # a tag's column has one name everywhere
+        # a tag's column has one name everywhere, and a personal column of one table is personal in any other
+        hidden = set() if who.personal else self.personal(table) | self.personal_anywhere()
         return [{k: (None if k in hidden and v is not None else v) for k, v in row.items()} for row in rows] if hidden else rows
 
     # ------------------------------------------------------------- profiles

@@ -1,14 +1,16 @@
 """The serving index: the latest master snapshot as a SQLite file keyed by user id.
 
-A derived artefact, rebuilt from ``gold.profile_snapshot`` at any time
-(``portrait index``, or ``portrait serve`` when the snapshot has a newer date
-or table version than the index): one row per user with the profile already
-rendered (``master.render``, the JSON of ``portrait show``) and the name for
-name search. A lookup is one primary-key read of a read-only SQLite file
-(WITHOUT ROWID, so the row sits in the key's B-tree page): well under a
-millisecond, where a Delta scan of the snapshot takes tens of milliseconds or
-more. The file is written beside the old one and renamed over it, so a server
-reading it never sees half an index.
+A derived artefact the master stage publishes (conf/pipeline.yaml
+``artefacts.explorer_index``): its publish step, right after writing
+``gold.profile_snapshot``, calls ``publish``, which writes one row per user of
+the latest snapshot date with the profile already rendered (``master.render``,
+the JSON of ``portrait show``) and the name for name search. ``portrait
+index`` rebuilds it at any time. A lookup is one primary-key read of a
+read-only SQLite file (WITHOUT ROWID, so the row sits in the key's B-tree
+page): well under a millisecond, where a Delta scan of the snapshot takes tens
+of milliseconds or more. The file is written beside the old one and renamed
+over it, so a server reading it never sees half an index; the server reopens
+it when the file is replaced.
 """
 
 from __future__ import annotations
@@ -16,18 +18,33 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
+from portrait.core import storage
+from portrait.core.config import Conf
 from portrait.explorer.lake import Lake, jsonable
 from portrait.master.render import SNAPSHOT, render
 
 BATCH = 5000
+ARTEFACT = "explorer_index"
+REOPEN_CHECK_SECONDS = 1.0  # how often a server looks for a replaced index file
 
 
-def index_path(lake: str) -> Path:
-    return Path(lake) / "_explorer" / "index" / "profile.sqlite"
+def declaration(conf: Conf) -> dict:
+    """The index's declaration in conf/pipeline.yaml (``artefacts.explorer_index``)."""
+    found = (conf.load("pipeline").get("artefacts") or {}).get(ARTEFACT)
+    if found is None:
+        raise KeyError(f"conf/pipeline.yaml declares no artefacts.{ARTEFACT} (the explorer's serving index)")
+    return found
+
+
+def index_path(lake: str, conf: Conf | None = None) -> Path:
+    """The index file of a lake on local disk (conf/pipeline.yaml ``artefacts.explorer_index.path``)."""
+    return Path(lake) / declaration(conf or Conf())["path"]
 
 
 def stored_state(path: Path) -> dict | None:
@@ -49,18 +66,26 @@ def current_state(lake: Lake) -> dict | None:
 
 
 def is_fresh(lake: Lake) -> bool:
-    stored, current = stored_state(index_path(lake.root)), current_state(lake)
+    stored, current = stored_state(index_path(lake.root, lake.conf)), current_state(lake)
     return stored is not None and current is not None and all(stored.get(k) == v for k, v in current.items())
 
 
-def build(lake: Lake, dt: date | None = None) -> dict:
-    """Write the index of snapshot ``dt`` (default: the latest); returns its state {dt, version, users}."""
+def build(lake: Lake, dt: date | None = None, target: Path | None = None) -> dict:
+    """Write the index of snapshot ``dt`` (default: the latest) to ``target`` (default: the lake's index path).
+
+    Returns its state {dt, version, users}; LookupError when there is no such
+    snapshot, or when the index would not hold exactly the users of its
+    partition (then nothing replaces the old file).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     state = current_state(lake)
     if state is None:
         raise LookupError(f"no master snapshot ({SNAPSHOT}) in {lake.root}: run the pipeline first")
     if dt is not None:
         state["dt"] = dt.isoformat()
-    path = index_path(lake.root)
+    path = target or index_path(lake.root, lake.conf)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
@@ -71,11 +96,9 @@ def build(lake: Lake, dt: date | None = None) -> dict:
         db.execute("CREATE TABLE profiles (user_id TEXT PRIMARY KEY, name TEXT, profile TEXT NOT NULL) WITHOUT ROWID")
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         snapshot = lake.table(SNAPSHOT).to_pyarrow_dataset()
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
+        of_date = pc.field("dt") == pa.scalar(date.fromisoformat(state["dt"]))
         users = 0
-        for batch in snapshot.to_batches(filter=pc.field("dt") == pa.scalar(date.fromisoformat(state["dt"])), batch_size=BATCH):
+        for batch in snapshot.to_batches(filter=of_date, batch_size=BATCH):
             rows = [jsonable(row) for row in batch.to_pylist()]
             db.executemany(
                 "INSERT INTO profiles VALUES (?, ?, ?)",
@@ -84,42 +107,80 @@ def build(lake: Lake, dt: date | None = None) -> dict:
             users += len(rows)
         if users == 0:
             raise LookupError(f"the snapshot of {state['dt']} is empty")
+        stored = db.execute("SELECT count(*) FROM profiles").fetchone()[0]
+        if stored != users or stored != snapshot.count_rows(filter=of_date):  # a duplicate user id would have failed the insert
+            raise LookupError(f"serving index of {state['dt']}: {stored} profiles for {users} snapshot rows; not published")
         db.execute("CREATE INDEX profiles_name ON profiles (name COLLATE NOCASE)")
         state["users"] = str(users)
         db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(state.items()))
         db.commit()
-    finally:
+    except BaseException:
         db.close()
+        partial.unlink(missing_ok=True)
+        raise
+    db.close()
     partial.replace(path)
     return state
 
 
-def ensure(lake: Lake) -> dict | None:
-    """Rebuild the index when it is missing or older than the snapshot; its state (None: no snapshot yet)."""
-    if current_state(lake) is None:
-        return None
-    if not is_fresh(lake):
+def publish(ctx, artefact: dict) -> dict:
+    """The master stage's publish step: build the index of the latest published snapshot (``artefact``: its declaration).
+
+    On a lake in object storage the file is built on local disk and uploaded
+    as one object (readers get the old or the new one).
+    """
+    lake = Lake(ctx.lake, ctx.conf)
+    if artefact["source"] != SNAPSHOT:
+        raise ValueError(f"conf/pipeline.yaml artefacts.{ARTEFACT}.source: the index renders {SNAPSHOT}, not {artefact['source']}")
+    if current_state(lake) is None:  # e.g. rolled back to before the first snapshot: no index outlives its rows
+        storage.remove(storage.join(ctx.lake, artefact["path"]))
+        return {"removed": "no snapshot to serve"}
+    if not storage.is_remote(ctx.lake):
         return build(lake)
-    return stored_state(index_path(lake.root))
+    with tempfile.TemporaryDirectory(prefix="portrait-index-") as scratch:
+        local = Path(scratch) / "profile.sqlite"
+        state = build(lake, target=local)
+        storage.write_bytes(storage.join(ctx.lake, artefact["path"]), local.read_bytes())
+    return state
+
+
+def status(lake: Lake) -> str:
+    """One line on the index a server would serve: fresh, stale (and how) or missing."""
+    stored, current = stored_state(index_path(lake.root, lake.conf)), current_state(lake)
+    if current is None:
+        return "no master snapshot yet"
+    if stored is None:
+        return f"missing: the master stage publishes it (or run `portrait index --lake {lake.root}`); profiles come from Delta scans"
+    if any(stored.get(k) != v for k, v in current.items()):
+        return f"stale ({stored} for snapshot {current}): rerun the master stage or `portrait index`"
+    return f"fresh {stored}"
 
 
 class Index:
-    """Read-only lookups, one SQLite connection per server thread; reopened when the file is replaced."""
+    """Read-only lookups, one SQLite connection per server thread; reopened when the file is replaced.
 
-    def __init__(self, lake: str):
-        self.path = index_path(lake)
+    Whether the file was replaced is looked at (one stat) at most every
+    REOPEN_CHECK_SECONDS per thread, not on every lookup.
+    """
+
+    def __init__(self, lake: str, conf: Conf | None = None):
+        self.path = index_path(lake, conf)
         self._local = threading.local()
 
     def _db(self) -> sqlite3.Connection | None:
+        local = self._local
+        now = time.monotonic()
+        if getattr(local, "checked", -1e9) + REOPEN_CHECK_SECONDS > now:
+            return local.db
+        local.checked = now
         try:
             inode = self.path.stat().st_ino
         except FileNotFoundError:
-            return None
-        local = self._local
-        if getattr(local, "inode", None) != inode:
+            inode = None
+        if not hasattr(local, "db") or local.inode != inode:
             if getattr(local, "db", None) is not None:
                 local.db.close()
-            local.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            local.db = None if inode is None else sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             local.inode = inode
         return local.db
 

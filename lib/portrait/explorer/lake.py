@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog
 
@@ -59,7 +60,8 @@ class Lake:
         with self._lock:
             table = self._tables.get(name)
             if table is None:
-                table = self._tables[name] = DeltaTable(self.catalog.spec(name).path)
+                path = self.catalog.spec(name).path
+                table = self._tables[name] = DeltaTable(path, storage_options=storage.delta_options(path))
             else:
                 table.update_incremental()
             return table
