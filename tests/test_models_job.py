@@ -224,3 +224,22 @@ def test_a_failing_model_leaves_its_columns_null_with_the_reason(spark, lake, mo
     assert tags[["churn_probability", "p_white_collar", "p_student"]].isna().all().all()
     assert tags["p_male"].notna().all() and tags["taste_fruit"].notna().all()
     assert not (set(tags["model_versions"].map(dict).iloc[0]) & {"churn", "occupation"})
+
+
+def test_registry_and_metrics_publish_with_the_stage_after_its_gate(spark, lake, monkeypatch):
+    """Issue 17 defect 10: training used to write ops.model_registry and ops.model_metrics during build, before
+    the gate; now they are outputs of the stage, staged with its tags and published only after its audit."""
+    from portrait.core.pipeline import audit_staged, build_staged, publish_staged
+
+    unchecked_inputs(monkeypatch)
+    path, conf, _ = lake
+    ops_tables = ("ops.model_registry", "ops.model_metrics")
+    catalog = Catalog(path, conf)
+    before = {table: catalog.version(table) for table in ops_tables}
+    ctx = RunContext(spark, path, D - timedelta(days=3), conf)  # training is due (as two days before D)
+    manifest = build_staged(ctx, "models")
+    assert set(ops_tables) <= {output["table"] for output in manifest["outputs"]}
+    assert {table: catalog.version(table) for table in ops_tables} == before  # built and staged: nothing published
+    audit_staged(ctx, "models")
+    publish_staged(ctx, "models")
+    assert all(catalog.version(table) > before[table] for table in ops_tables)
