@@ -17,7 +17,7 @@ import pytest
 from deltalake import DeltaTable
 
 from portrait.devtools.backfill_memory import growth_per_date
-from portrait.devtools.generate import generate
+from portrait.devtools.generate import SOURCES, generate
 
 END = date(2026, 9, 6)
 DATES = 6
@@ -50,11 +50,14 @@ def test_a_long_backfill_runs_in_chunks_of_processes_and_its_memory_stays_bounde
     # every date cleaned once, each balanced, as a date-by-date run leaves them
     reconciliation = DeltaTable(str(lake / "ops" / "reconciliation")).to_pandas()
     assert sorted(set(reconciliation["dt"])) == sorted(rss)
-    assert reconciliation.groupby("dt").size().eq(4).all() and reconciliation["balanced"].all()
+    sources = set(reconciliation["source"])
+    assert sources == set(SOURCES)  # every landing source, once a date
+    assert reconciliation.groupby("dt").size().eq(len(SOURCES)).all() and reconciliation["balanced"].all()
 
 
 def test_a_failed_chunk_stops_the_backfill_and_names_the_dates(tmp_path):
     nobody = "sc://127.0.0.1:1"  # no Spark Connect server there: the first child process fails
+    (tmp_path / "lake" / "landing").mkdir(parents=True)  # a lake (an empty one): run refuses a path that is none
     done = subprocess.run(
         [sys.executable, "-m", "portrait.cli", "run", "--date", "2026-09-01", "--until", "2026-09-05", "--to", "clean"]
         + ["--lake", str(tmp_path / "lake"), "--dates-per-process", "2", "--remote", nobody],
