@@ -81,9 +81,9 @@ def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
         missing.returncode == 1
         and missing.stderr.strip() == f"portrait show: ProfileNotFound: user nobody has no profile on {report['date']}"
     )
-    # and `portrait export` writes every user of the snapshot as one JSON line, saying where
+    # and `portrait export --with-pii` writes every user of the snapshot as one JSON line (as `show` has it), saying where
     exported = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "export", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "all.jsonl")],
+        [sys.executable, "-m", "portrait.cli", "export", "--with-pii", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "all.jsonl")],
         capture_output=True,
         text=True,
         timeout=300,
