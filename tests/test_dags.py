@@ -170,6 +170,7 @@ def af(tmp_path_factory):
     state = {"root": root, "lake": lake, "env": env, "driver": driver, "logs": root / "logs"}
     state["logs"].mkdir()
     _driver(state, "setup", str(lake))
+    (root / "probe-lake" / "landing").mkdir(parents=True)  # an empty lake: a path with no landing zone is refused first
     state["graph"] = _driver(state, "graph", str(DAGS), str(root / "probe-lake"))
     return state
 
