@@ -47,6 +47,8 @@ RUN_COLUMNS = {
     "trained_at",
     "checked_at",
     "recorded_at",
+    "built_at",
+    "attempted_at",
     "at",
 }
 
