@@ -343,19 +343,33 @@ def half_published(lake: str, conf: Conf) -> list[dict]:
     return [row for row in stage_status(lake, conf).values() if row["status"] != "published"]
 
 
+def _upstream(stage: Stage) -> list[str]:
+    """Every stage ``stage`` depends on, directly or through others, nearest first: a sub-profile reads the
+    aggregates and, for what they do not hold (anonymous events, unbuilt landing dates), silver itself."""
+    found: list[str] = []
+    frontier = list(stage.after)
+    while frontier:
+        name = frontier.pop(0)
+        if name not in found:
+            found.append(name)
+            frontier += list(stage_named(name).after)
+    return found
+
+
 def check_inputs_published(ctx: RunContext, stage: Stage) -> None:
-    """Refuse to start ``stage`` for ``ctx.dt`` unless every stage it reads is wholly published for that date.
+    """Refuse to start ``stage`` for ``ctx.dt`` unless every stage it reads, directly or not, is wholly published for that date.
 
     A stage with no publish record on this lake at all (tables written before
     publish records existed, or put there by hand, as some tests do) is not
     checked; one recorded for other dates but not for ``ctx.dt`` is missing.
     """
-    if not stage.after:
+    needed_stages = _upstream(stage)
+    if not needed_stages:
         return
     status = stage_status(ctx.lake, ctx.conf)
     recorded = {name for name, _ in status}
     problems = []
-    for needed in stage.after:
+    for needed in needed_stages:
         row = status.get((needed, str(ctx.dt)))
         if row is None:
             if needed in recorded:
