@@ -169,7 +169,7 @@ def test_show_follows_the_json_schema_for_any_date(spark, lake):
 def test_export_writes_every_user_as_one_json_line(spark, lake, tmp_path):
     seen = []
     path, lines, dt = export_profiles(
-        spark, lake, CONF, out=tmp_path / "profiles.jsonl", progress=lambda done, total: seen.append((done, total))
+        spark, lake, CONF, out=tmp_path / "profiles.jsonl", progress=lambda done, total: seen.append((done, total)), with_pii=True
     )
     profiles = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert (lines, dt, seen[-1]) == (4, D2, (4, 4))
@@ -177,7 +177,7 @@ def test_export_writes_every_user_as_one_json_line(spark, lake, tmp_path):
     validator = jsonschema.Draft202012Validator(schema(CONF))
     for profile in profiles:
         validator.validate(profile)
-    assert profiles[0] == read_profile(spark, lake, CONF, "u1")  # the same rendering as show
+    assert profiles[0] == read_profile(spark, lake, CONF, "u1")  # the same rendering as show (asked with the personal fields)
 
 
 @pytest.mark.parametrize(
