@@ -56,6 +56,7 @@ def _the_other_sources(lake: Path, dt) -> None:
     landing._write(lake, "users", str(dt), [landing.user("u1", "王小明")])
     landing._write(lake, "addresses", str(dt), [])
     landing._write(lake, "orders", str(dt), [landing.order(f"o-{dt}", "u1", f"{dt}T12:00:00+08:00")])
+    landing._write(lake, "consent", str(dt), [])  # delivered, empty: no consent changed
 
 
 #: events lines of day 1, by line number: (bytes, rule it must get; None: accepted)
@@ -91,6 +92,7 @@ def hostile(spark, tmp_path_factory):
     _put(lake, "orders", DAY, "part-9.csv", b"order_id,amount\no9,1\n")
     _put(lake, "orders", DAY, "part-10.json", b'{"order_id": "o10"}\n')
     _put(lake, "events", DAY, "part-00000.jsonl", b"\n".join(line for line, _ in EVENT_LINES) + b"\n")
+    landing._write(lake, "consent", str(DAY), [])  # delivered, empty
     ctx = RunContext(spark, str(lake), DAY, conf)
     result = run_stage(ctx, "clean")
     return lake, conf, ctx.catalog, result
@@ -161,7 +163,7 @@ def test_reconciliation_counts_every_line_and_file(spark, hostile):
 
 def test_a_missing_feed_fails_the_clean_gate_unless_declared(spark, hostile, tmp_path):
     lake, conf, catalog, _ = hostile
-    for source, lines in (("users", [landing.user("u1", "王小明")]), ("orders", [])):
+    for source, lines in (("users", [landing.user("u1", "王小明")]), ("orders", []), ("consent", [])):
         landing._write(lake, source, str(DAY2), lines)
     landing._write(lake, "events", str(DAY2), [_event("e2_1", 1) | {"ts": "2026-07-02T08:00:00+08:00"}])
     before = catalog.version("silver.events")
