@@ -83,7 +83,17 @@ def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
     )
     # and `portrait export --with-pii` writes every user of the snapshot as one JSON line (as `show` has it), saying where
     exported = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "export", "--with-pii", "--lake", str(tmp_path / "lake"), "--out", str(tmp_path / "all.jsonl")],
+        [
+            sys.executable,
+            "-m",
+            "portrait.cli",
+            "export",
+            "--with-pii",
+            "--lake",
+            str(tmp_path / "lake"),
+            "--out",
+            str(tmp_path / "all.jsonl"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -52,9 +52,9 @@ def export(tmp_path):
 
 
 def without_app_logs(conf_dir) -> None:
-    """A shop without app logs lands no events or addresses: declared optional (docs/operations.md)."""
+    """A shop without app logs lands no events, addresses or consent: declared optional (docs/operations.md)."""
     landing = yaml.safe_load((conf_dir / "landing.yaml").read_text(encoding="utf-8"))
-    for source in ("events", "addresses"):
+    for source in ("events", "addresses", "consent"):
         landing["sources"][source]["optional"] = True
     (conf_dir / "landing.yaml").write_text(yaml.safe_dump(landing, allow_unicode=True, sort_keys=False), encoding="utf-8")
 

@@ -43,7 +43,7 @@ def hostile(spark, tmp_path_factory):
     ]
     addresses = [{"address_id": "a1", "user_id": "u1", "text": "x", "lat": 39.9, "lon": 116.4, "poi_type": "office"}]
     addresses.append({**addresses[0], "address_id": "a_far", "lat": 391.0})
-    for source, lines in (("users", users), ("orders", orders), ("events", events), ("addresses", addresses)):
+    for source, lines in (("users", users), ("orders", orders), ("events", events), ("addresses", addresses), ("consent", [])):
         landing._write(lake, source, str(DAY), lines)
     ctx = RunContext(spark, str(lake), DAY, conf)
     clean = run_stage(ctx, "clean")
