@@ -158,7 +158,7 @@ def test_reconciliation_counts_every_line_and_file(spark, hostile):
     assert recon["events"]["policy_filtered"] == 1  # the blank line carries no record: not broken input
     assert (recon["orders"]["files"], recon["orders"]["input_records"], recon["orders"]["accepted"]) == (5, 5, 2)
     stored = {r.source: r.files for r in catalog.read(spark, "ops.reconciliation").where(f"dt = DATE'{DAY}'").collect()}
-    assert stored == {"users": 1, "addresses": 1, "orders": 5, "events": 1}
+    assert stored == {"users": 1, "addresses": 1, "orders": 5, "events": 1, "consent": 1}
 
 
 def test_a_missing_feed_fails_the_clean_gate_unless_declared(spark, hostile, tmp_path):
