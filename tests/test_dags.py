@@ -36,7 +36,9 @@ D1, D2 = date(2026, 7, 1), date(2026, 7, 2)
 STEPS = ("build", "gate", "publish")
 #: What a failing gate may change: the gate's own findings and the failure log.
 AUDIT_LOGS = {"ops.gate_results", "ops.task_failures"}
-RUN_TIMEOUT = 900  # seconds; a dag.test that does not exit (engine not stopped) fails here (a whole run of 15 stages takes 2-7 min on 2 loaded cores)
+RUN_TIMEOUT = (
+    900  # seconds; a dag.test that does not exit (engine not stopped) fails here (a whole run of 15 stages takes 2-7 min on 2 loaded cores)
+)
 
 DRIVER = textwrap.dedent(
     '''
