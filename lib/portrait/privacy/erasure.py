@@ -368,8 +368,9 @@ def _remove_staged_leftovers(lake: str, conf) -> list[str]:
     stages = [name for name in storage.list_dir(staging) if not name.endswith(".lock")]
     removed = []
     for stage in stages:
+        holder = pipeline.RunContext(None, lake, date.today(), conf)
         try:
-            with storage.exclusive(storage.join(staging, f"{stage}.lock")):
+            with pipeline.stage_lock(holder, stage):  # re-entrant: the clean stage carrying out landed requests holds its own
                 for name in storage.list_dir(storage.join(staging, stage)):
                     try:
                         ctx = pipeline.RunContext(None, lake, date.fromisoformat(name), conf)
@@ -379,9 +380,9 @@ def _remove_staged_leftovers(lake: str, conf) -> list[str]:
                         ctx.stage = stage
                         pipeline.remove_leftovers(ctx)
                     removed.append(f"_staging/{stage}/{name}")
-        except storage.LockHeld as held:
+        except pipeline.StagingError as held:
             raise ErasureError(
-                f"stage {stage} is running ({held}): its staged rows may hold the people to erase; "
+                f"{held}: its staged rows may hold the people to erase; "
                 "run `portrait forget` again when it has finished (nothing was erased)"
             ) from None
     return removed
