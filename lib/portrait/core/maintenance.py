@@ -65,8 +65,6 @@ def remove_stale_staging(lake: str, hours: int, now: float | None = None, conf: 
     on local disk and object storage (where a folder is a prefix and its age
     that of its newest object); lock files are left to the lock.
     """
-    from datetime import date
-
     from portrait.core import pipeline
 
     conf = conf or Conf()
@@ -81,13 +79,7 @@ def remove_stale_staging(lake: str, hours: int, now: float | None = None, conf: 
             changed = storage.modified_at(folder)
             if changed is None or changed >= cutoff:
                 continue
-            try:
-                ctx = pipeline.RunContext(None, lake, date.fromisoformat(name), conf)
-            except ValueError:  # not a date folder: not ours to interpret
-                storage.remove_tree(folder)
-            else:
-                ctx.stage = stage
-                pipeline.remove_leftovers(ctx)
+            pipeline.remove_staged_folder(lake, conf, stage, name)
             removed.append(folder)
             log.info("removed stale staged copy %s", folder)
     return removed

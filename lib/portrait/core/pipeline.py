@@ -477,6 +477,20 @@ def remove_leftovers(ctx: RunContext, scratch: bool = True) -> None:
         storage.remove_tree(ctx.staging_dir)
 
 
+def remove_staged_folder(lake: str, conf: Conf, stage: str, name: str) -> None:
+    """Remove ``_staging/{stage}/{name}`` and, for a date folder, the staged copies its manifest names (``remove_leftovers``)."""
+    from datetime import date
+
+    try:
+        dt = date.fromisoformat(name)
+    except ValueError:  # not a date folder: nothing a stage reads
+        storage.remove_tree(storage.join(lake, "_staging", stage, name))
+        return
+    ctx = RunContext(None, lake, dt, conf)
+    ctx.stage = stage
+    remove_leftovers(ctx)
+
+
 def _drop_copies(ctx: RunContext, run: int | None, modes: dict[str, str]) -> None:
     from deltalake import DeltaTable
 

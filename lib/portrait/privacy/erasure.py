@@ -372,13 +372,7 @@ def _remove_staged_leftovers(lake: str, conf) -> list[str]:
         try:
             with pipeline.stage_lock(holder, stage):  # re-entrant: the clean stage carrying out landed requests holds its own
                 for name in storage.list_dir(storage.join(staging, stage)):
-                    try:
-                        ctx = pipeline.RunContext(None, lake, date.fromisoformat(name), conf)
-                    except ValueError:  # not a date folder: nothing a stage reads
-                        storage.remove_tree(storage.join(staging, stage, name))
-                    else:
-                        ctx.stage = stage
-                        pipeline.remove_leftovers(ctx)
+                    pipeline.remove_staged_folder(lake, conf, stage, name)
                     removed.append(f"_staging/{stage}/{name}")
         except pipeline.StagingError as held:
             raise ErasureError(
