@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import uuid
+from itertools import repeat
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -33,13 +34,35 @@ def native_delta(spark) -> bool:
 
 
 def read(spark, spec, version: int | None = None):
-    """The table's snapshot (latest, or ``version``) as a DataFrame in the declared schema."""
-    from deltalake import DeltaTable
+    """The table's snapshot (latest, or ``version``) as a DataFrame in the declared schema.
 
-    files = DeltaTable(spec.path, version=version).file_uris()
-    if not files:
+    Partition values come from the log, not from directory names: a published
+    staged copy's files sit under ``portrait-staged/...`` inside the table, where
+    Spark's partition discovery would see conflicting directory structures.
+    """
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+
+    table = DeltaTable(spec.path, version=version)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if not actions.num_rows:
         return spark.createDataFrame([], spec.ddl)
-    return spark.read.schema(spec.ddl).option("basePath", spec.path).parquet(*files).select(*[f"`{c}`" for c in spec.columns])
+    data_ddl = ", ".join(f"`{c}` {t}" for c, t in spec.columns.items() if c not in spec.partition_by)
+    groups: dict[tuple, list[str]] = {}
+    values = zip(*(actions.column(f"partition.{c}").to_pylist() for c in spec.partition_by)) if spec.partition_by else repeat(())
+    for path, key in zip(actions.column("path").to_pylist(), values):
+        groups.setdefault(key, []).append(os.path.join(spec.path, unquote(path)))
+    parts = []
+    for key, files in groups.items():
+        part = spark.read.schema(data_ddl).parquet(*files)
+        for column, value in zip(spec.partition_by, key):
+            part = part.withColumn(column, F.lit(value).cast(spec.columns[column]))
+        parts.append(part.select(*[f"`{c}`" for c in spec.columns]))
+    df = parts[0]
+    for part in parts[1:]:
+        df = df.unionByName(part)
+    return df
 
 
 def create(spark, spec) -> None:

@@ -217,7 +217,8 @@ def start_sail_cluster(log_path: Path, workers: int = 2, timeout: float = 60.0) 
         "SAIL_MODE": "local-cluster",
         "SAIL_CLUSTER__WORKER_INITIAL_COUNT": str(workers),
         "SAIL_CLUSTER__WORKER_MAX_COUNT": str(workers),
-        "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+        # its own log shows the workers starting (an embedded session in the same process sets RUST_LOG=error)
+        "RUST_LOG": "info",
     }
     return _start([str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)], env, port, log_path, timeout)
 
