@@ -35,6 +35,7 @@ with :func:`add_rule`; :func:`resolve_rules` then names the first one broken.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import operator
@@ -336,6 +337,9 @@ def check_contract(
 
 
 _BROKEN = "_broken_"
+#: Numbers rule columns in the order they are added (the process's count, not ``df.columns``:
+#: asking a plan this size for its columns costs the engine a round trip each time).
+_RULE_ORDER = itertools.count()
 
 
 def add_rule(df: DataFrame, rule: str, detail: Column) -> DataFrame:
@@ -345,13 +349,12 @@ def add_rule(df: DataFrame, rule: str, detail: Column) -> DataFrame:
     broken: nesting one rule's result inside the next would make the engine's
     expressions grow with every rule.
     """
-    position = sum(1 for column in df.columns if column.startswith(_BROKEN))
-    return df.withColumn(f"{_BROKEN}{position:02d}_{rule}", detail)
+    return df.withColumn(f"{_BROKEN}{next(_RULE_ORDER):012d}_{rule}", detail)
 
 
 def resolve_rules(df: DataFrame) -> DataFrame:
     """Replace the rule columns by ``rule`` (the first one broken) and its ``detail``; both null for a good line."""
     columns = sorted(column for column in df.columns if column.startswith(_BROKEN))
-    rule = F.coalesce(*[F.when(F.col(c).isNotNull(), F.lit(c[len(_BROKEN) + 3 :])) for c in columns])
+    rule = F.coalesce(*[F.when(F.col(c).isNotNull(), F.lit(c[len(_BROKEN) + 13 :])) for c in columns])
     detail = F.coalesce(*[F.col(c) for c in columns])
     return df.withColumns({"rule": rule, "detail": detail}).drop(*columns)
