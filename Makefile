@@ -65,14 +65,19 @@ lint: install
 	$(BIN)/ruff check lib jobs dags tests
 	$(BIN)/ruff format --check lib jobs dags tests
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; a file stays on one worker, its
+# module fixtures built once). Two fit CI's two cores: the engine keeps about one busy per run.
+TEST_WORKERS ?= 2
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # Everything (CI): unit tests, the JVM, real Airflow, clusters, object store, browser.
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The loop while editing: no JVM, no Airflow, no cluster, no browser (under 3 minutes).
 FAST_TESTS = not jvm and not airflow and not cluster and not s3 and not browser and not slow
 test-fast: lint
-	$(BIN)/python -m pytest -m "$(FAST_TESTS)"
+	$(PYTEST) -m "$(FAST_TESTS)"
 
 # Regenerate the full pinned set from the top-level pins in requirements.in.
 lock: install

@@ -112,7 +112,9 @@ def published(lake: Path) -> dict[str, dict]:
 def assert_same_tables(got: dict, want: dict) -> None:
     assert sorted(got) == sorted(want)
     for name in want:
-        assert got[name]["schema"] == want[name]["schema"], name
+        # the same columns and types; their stored order may differ: Sail stores partition columns last, delta-spark
+        # in the declared order (dws.landings: landing_dt, built_at), and Catalog.read gives the declared order either way
+        assert sorted(got[name]["schema"]) == sorted(want[name]["schema"]), name
         assert got[name]["digests"].keys() == want[name]["digests"].keys(), name
         differ = [p for p in want[name]["digests"] if got[name]["digests"][p] != want[name]["digests"][p]]
         if differ:
@@ -198,8 +200,8 @@ def jvm_connect(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("PORTRAIT_TEST_JVM_CLUSTER") != "1",
-    reason="TODO: not yet seen to finish (on the loaded shared machine the clean stage alone took > 9 min); "
-    "run with PORTRAIT_TEST_JVM_CLUSTER=1 and time it before it joins make test",
+    reason="opt-in (PORTRAIT_TEST_JVM_CLUSTER=1): the JVM daily run alone takes about 7 min on two cores "
+    "(418 s at load 3-6, 2026-12-02), more than make test's budget leaves",
 )
 def test_daily_run_on_jvm_spark_connect_with_delta_equals_embedded(history, embedded, jvm_connect, tmp_path):
     lake = daily_run(history, tmp_path / "lake", remote=jvm_connect.url)

@@ -557,7 +557,7 @@ def test_real_scheduler_runs_reruns_and_backfills_a_date(tmp_path):
     import time as clock
 
     from portrait.devtools.generate import generate
-    from portrait.devtools.scheduler_bench import airflow_env, stop_groups
+    from portrait.devtools.scheduler_bench import airflow_env, stop_groups, write_local_settings
 
     blocks, inline = _doc_commands()
     assert "untested" not in blocks, f"docs/airflow.md has airflow commands no test runs: {blocks.get('untested')}"
@@ -568,6 +568,7 @@ def test_real_scheduler_runs_reruns_and_backfills_a_date(tmp_path):
     port = _free_port()
     env = airflow_env(Path(PYTHON).parent, home, DAGS, lake, port)
     env.update(LAKE=str(lake), TOKEN="not-a-real-token")
+    write_local_settings(home)  # as the deployment guide has it: heavy imports paid once in the scheduler
 
     def run_block(name: str) -> list[str]:
         outputs = []

@@ -655,7 +655,16 @@ def publish_artefacts(ctx: RunContext, stage: str | None = None, source: str | N
         started = time.perf_counter()
         module_name, function_name = artefact["build"].split(":")
         built[name] = getattr(importlib.import_module(module_name), function_name)(ctx, artefact)
-        log.info("%s for %s: published artefact %s %s in %.1fs", stage or source, ctx.dt, name, built[name], time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        log.info(
+            "%s for %s: published artefact %s %s in %.1fs, ungated: %s",
+            stage or source,
+            ctx.dt,
+            name,
+            built[name],
+            seconds,
+            artefact["gate_reason"],
+        )
     return built
 
 

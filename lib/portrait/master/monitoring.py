@@ -21,7 +21,9 @@ from portrait.core.config import Conf, ConfError
 
 TABLE = "ops.tag_monitoring"
 KINDS = ("number", "date", "size", "category")
-QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}  # Sail 0.7.2: percentile_approx takes one percentage per call
+#: Exact, interpolated percentiles (``percentile``): every engine gives the same figure, where each
+#: ``percentile_approx`` approximates its own way (Sail and the JVM differed in p10/p90 on the same rows).
+QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
 OTHER = "\x00other"  # the values beyond the top ones, as one value of the distance
 
 
@@ -95,7 +97,7 @@ def summarise(snapshots: DataFrame, kinds: dict[str, str], top_values: int) -> d
         if tag in measured:
             value = _value(tag, kinds[tag])
             aggregates += [F.avg(value).alias(f"m{n}"), F.stddev_pop(value).alias(f"s{n}")]
-            aggregates += [F.percentile_approx(value, q).alias(f"{name}_{n}") for name, q in QUANTILES.items()]
+            aggregates += [F.percentile(value, q).alias(f"{name}_{n}") for name, q in QUANTILES.items()]
     figures: dict[date, dict[str, TagFigures]] = {}
     for row in snapshots.groupBy("dt").agg(*aggregates).collect():
         day = figures[row["dt"]] = {}
