@@ -355,6 +355,6 @@ def add_rule(df: DataFrame, rule: str, detail: Column) -> DataFrame:
 def resolve_rules(df: DataFrame) -> DataFrame:
     """Replace the rule columns by ``rule`` (the first one broken) and its ``detail``; both null for a good line."""
     columns = sorted(column for column in df.columns if column.startswith(_BROKEN))
-    rule = F.coalesce(*[F.when(F.col(c).isNotNull(), F.lit(c[len(_BROKEN) + 13 :])) for c in columns])
+    rule = F.coalesce(*[F.when(F.col(c).isNotNull(), F.lit(c[len(_BROKEN) :].partition("_")[2])) for c in columns])  # _broken_<n>_<rule>
     detail = F.coalesce(*[F.col(c) for c in columns])
     return df.withColumns({"rule": rule, "detail": detail}).drop(*columns)
