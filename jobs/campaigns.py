@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 ASSIGNMENTS, DELIVERIES, RESULTS = "gold.campaign_assignments", "ops.campaign_deliveries", "ops.campaign_results"
 SNAPSHOT, MEMBERS, CONSENT, ORDERS = "gold.profile_snapshot", "gold.segment_members", "silver.consent", "silver.orders"
-CONVERTING_STATUS = ("paid", "delivered")  # an order that counts as a conversion (not cancelled or refunded)
 
 
 def _tagged(ctx: RunContext, day) -> DataFrame:
@@ -68,7 +67,7 @@ def measured(ctx: RunContext, book: CampaignBook) -> DataFrame:
     spec = ctx.catalog.spec(RESULTS)
     rows = []
     stored = ctx.catalog.read(ctx.spark, ASSIGNMENTS)
-    orders = ctx.catalog.read(ctx.spark, ORDERS).where(F.col("status").isin(*CONVERTING_STATUS))
+    orders = ctx.catalog.read(ctx.spark, ORDERS).where(F.col("status").isin(*results.CONVERTING_STATUS))
     for campaign in book.campaigns.values():
         matured = stored.where(
             (F.col("campaign") == campaign.name) & (F.col("dt") <= F.lit(ctx.dt - timedelta(days=campaign.horizon_days)))

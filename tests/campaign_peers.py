@@ -5,7 +5,7 @@ on the idempotency key (as a real receiver must) and counts everything it got:
 ``received`` (every delivery in every request, duplicates included) and
 ``keys`` (distinct). It can answer 503 a number of times, be slow, reject with
 a 4xx, or hold a request (process it, then never answer) so a test can kill
-the sender while it waits. ``SmtpPeer`` is aiosmtpd's server.
+the sender while it waits (:func:`kill_sender_mid_batch`). ``SmtpPeer`` is aiosmtpd's server.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -95,6 +99,27 @@ class WebhookPeer:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def kill_sender_mid_batch(peer: WebhookPeer, batch: int, portrait_args: list[str], env: dict[str, str]) -> None:
+    """Run ``portrait <portrait_args>`` (a campaign send) in a child process and SIGKILL it while it waits for request ``batch``.
+
+    The peer processes that request and never answers it, as when a sender dies between
+    the receiver's work and its acknowledgement; the peer answers normally again afterwards.
+    """
+    peer.hold_at = batch
+    sender = subprocess.Popen(
+        [sys.executable, "-m", "portrait.cli", *portrait_args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert peer.held.wait(120), sender.stderr.read() if sender.poll() is not None else f"the sender never reached request {batch}"
+        os.kill(sender.pid, signal.SIGKILL)
+        sender.wait(30)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+    peer.hold_at = None
+    peer.release.set()
 
 
 class SmtpPeer:

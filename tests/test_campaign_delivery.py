@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
 
-from campaign_peers import WebhookPeer
+from campaign_peers import WebhookPeer, kill_sender_mid_batch
 from portrait.campaigns import delivery
 from portrait.campaigns.assignment import arm_of, idempotency_key
 from portrait.campaigns.report import read_table
@@ -85,36 +82,13 @@ def test_reruns_and_retries_deliver_each_key_once(setup, monkeypatch, capsys):
 def test_a_sender_killed_mid_batch_resends_only_the_unacknowledged_batch(setup, monkeypatch):
     lake, conf, conf_dir, treated = setup
     with WebhookPeer(SECRET.encode()) as peer:
-        peer.hold_at = 3  # batch 3 is processed by the receiver, and its answer never comes
         env = {**os.environ, "PORTRAIT_PUSH_URL": peer.url, "PORTRAIT_PUSH_SECRET": SECRET}
-        command = [
-            sys.executable,
-            "-m",
-            "portrait.cli",
-            "campaign",
-            "send",
-            CAMPAIGN,
-            "--date",
-            str(DT),
-            "--lake",
-            lake,
-            "--conf",
-            str(conf_dir),
-        ]
-        sender = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            assert peer.held.wait(120), sender.stderr.read() if sender.poll() is not None else "the sender never reached batch 3"
-            os.kill(sender.pid, signal.SIGKILL)
-            sender.wait(30)
-        finally:
-            if sender.poll() is None:
-                sender.kill()
-        peer.release.set()
+        send = ["campaign", "send", CAMPAIGN, "--date", str(DT), "--lake", lake, "--conf", str(conf_dir)]
+        kill_sender_mid_batch(peer, 3, send, env)  # batch 3 is processed by the receiver, and its answer never comes
         before = _outbox(lake, conf)
         acknowledged = set(before["idempotency_key"])
         assert len(acknowledged) == 2 * BATCH and len(peer.received) == 3 * BATCH  # two batches recorded, the third in flight
         monkeypatch.setenv("PORTRAIT_PUSH_URL", peer.url)
-        peer.hold_at = None
         rerun = delivery.send(RunContext(None, lake, DT, conf), CAMPAIGN)
         third = delivery.send(RunContext(None, lake, DT, conf), CAMPAIGN)
     assert rerun["skipped"] == 2 * BATCH and rerun["delivered"] == len(treated) - 2 * BATCH

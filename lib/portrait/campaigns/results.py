@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 
 Z95 = 1.959963984540054
+CONVERTING_STATUS = ("paid", "delivered")  # an order that counts as a conversion (not cancelled or refunded)
 
 
 @dataclass(frozen=True)

@@ -238,8 +238,7 @@ def generate(
         raise ValueError(f"users and days must be positive, got users={users} days={days}")
     started = time.perf_counter()
     end = date.fromisoformat(end_date) if isinstance(end_date, str) else end_date
-    world = _World(_Contract.load(conf_dir), users, days, end, seed, dirt or DirtRates())
-    world.campaign_effects = tuple(campaign_effects)
+    world = _World(_Contract.load(conf_dir), users, days, end, seed, dirt or DirtRates(), tuple(campaign_effects))
     lake = str(lake)
     landing, truth_path = storage.join(lake, "landing"), storage.join(lake, "truth", "users.parquet")
     for source in world.contract.sources:
@@ -349,8 +348,9 @@ class _Contract:
 class _World:
     """Everything shared by all blocks: contract vocabularies, calendar, name tables."""
 
-    def __init__(self, contract: _Contract, users: int, days: int, end: date, seed: int, dirt: DirtRates):
+    def __init__(self, contract: _Contract, users: int, days: int, end: date, seed: int, dirt: DirtRates, campaign_effects: tuple = ()):
         self.contract, self.users, self.days, self.seed, self.dirt = contract, users, days, seed, dirt
+        self.campaign_effects = campaign_effects
         self.day0 = end - timedelta(days=days - 1)
         self.day0_ms = ((self.day0 - EPOCH).days * DAY_MS) - OFFSET_MS  # UTC ms of the first local midnight
 
@@ -455,6 +455,7 @@ def _simulate_block(w: _World, block: int) -> _Block:
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(w.seed, spawn_key=(1, block))))
     first = block * BLOCK_USERS
     u = _draw_traits(rng, w, first, min(BLOCK_USERS, w.users - first))
+    after_traits = rng.bit_generator.state  # where the untreated twin of a campaign effect starts again
     sessions = _draw_sessions(rng, w, u)
     orders = _draw_orders(rng, w, u, sessions)
     orders["num"] = (block + 1) * 10**8 + np.arange(len(orders["uid"]))
@@ -464,6 +465,7 @@ def _simulate_block(w: _World, block: int) -> _Block:
     events = _take(events, np.lexsort((events["ts"], events["landing"])))
     events["num"] = (block + 1) * 10**10 + np.arange(len(events["ts"]))
     events["dirt"][(events["uid"] >= 0) & u["is_test"][np.maximum(events["uid"] - first, 0)]] = TEST
+    _campaign_outcomes(w, u, orders, after_traits)
 
     orders_rec = _landed(w, orders)
     users = _user_records(rng, w, u)
@@ -520,8 +522,8 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
     start = np.maximum(u["reg_day"], 0)  # users from before the window are alive at its start
     lifetime = rng.geometric(np.where(u["potential"], 1.0, u["hazard"]))  # days from start to churn
     horizon = w.days - 1 + LABEL_DAYS
-    u["churn_day"] = np.where(u["potential"] | (start + lifetime > horizon), np.iinfo(np.int32).max, start + lifetime)
-    _campaign_effects(w, u, first, horizon)
+    u["churn_drawn"] = np.where(u["potential"] | (start + lifetime > horizon), np.iinfo(np.int32).max, start + lifetime)
+    _campaign_effects(w, u, first)
 
     u["n_dev"] = 1 + (rng.random(n) < 0.35)
     u["devices"] = rng.integers(10**17, 10**18, (n, 2))
@@ -551,11 +553,13 @@ def _draw_traits(rng, w: _World, first: int, n: int) -> dict:
 
 @dataclass(frozen=True)
 class CampaignEffect:
-    """A campaign's true effect: from ``start`` on, a user its hash puts in treatment churns with hazard x (1 - reduction).
+    """A campaign's true effect: after ``start``, a user its hash puts in treatment churns with hazard x (1 - reduction).
 
     The arm is the pipeline's own (portrait.campaigns.assignment.arm_of), so whoever the campaign
     contacts among them, treatment and holdout differ by this effect only. The hazard is per day and
-    memoryless, so a user still a customer on ``start`` draws the rest of their lifetime anew.
+    memoryless, so a user still a customer on ``start`` draws the rest of their lifetime anew. Up to and
+    including ``start`` (the send date, whose data picks the audience) behaviour follows the lifetime
+    drawn before: the campaign cannot change who it selects, only what they do afterwards.
     """
 
     campaign: str
@@ -564,12 +568,16 @@ class CampaignEffect:
     hazard_reduction: float
 
 
-def _campaign_effects(w: _World, u: dict, first: int, horizon: int) -> None:
-    """Apply each campaign effect to the block's users; truth columns treated_<campaign> (bool)."""
+def _campaign_effects(w: _World, u: dict, first: int, skip: int | None = None) -> None:
+    """Apply each campaign effect but ``skip`` to the drawn lifetimes: churn_day, and what held before each effect.
+
+    ``changed`` (per effect) are the users an effect gave a new lifetime: treated, and still customers on its start.
+    """
     from portrait.campaigns.assignment import arm_of
 
-    never = np.iinfo(np.int32).max
-    for k, effect in enumerate(getattr(w, "campaign_effects", ())):
+    never, horizon = np.iinfo(np.int32).max, w.days - 1 + LABEL_DAYS
+    u["churn_day"], u["churn_before"], u["changed"] = u["churn_drawn"], [], {}
+    for k, effect in enumerate(w.campaign_effects):
         day = (effect.start - w.day0).days
         ids = [f"u{g + 1:08d}" for g in u["gidx"]]
         treated = np.array([arm_of(effect.campaign, uid, effect.holdout) == "treatment" for uid in ids])
@@ -577,17 +585,58 @@ def _campaign_effects(w: _World, u: dict, first: int, horizon: int) -> None:
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(w.seed, spawn_key=(3, first // BLOCK_USERS, k))))
         reduced = np.maximum(u["hazard"] * (1 - effect.hazard_reduction), 1e-9)
         rest = rng.geometric(reduced)  # drawn for all, so the stream does not depend on who is alive
-        alive = treated & ~u["potential"] & (u["churn_day"] > day)
+        alive = treated & ~u["potential"] & (u["churn_day"] > day) & (k != skip)
         start = np.maximum(day, np.maximum(u["reg_day"], 0))
         redrawn = np.where(start + rest > horizon, never, start + rest)
+        u["churn_before"].append((day, alive, u["churn_day"]))  # what _daily_rates uses up to ``day``
+        u["changed"][k] = alive
         u["churn_day"] = np.where(alive, redrawn, u["churn_day"])
+
+
+def _campaign_outcomes(w: _World, u: dict, orders: dict, after_traits: dict) -> None:
+    """Each effect's conversions in the truth: the first converting order after its start, with and without the campaign.
+
+    Without it, a user the effect did not change orders as they did; a changed user is simulated again
+    from the random state after the traits (``after_traits``) with the lifetime they had without this
+    effect: their sessions, orders and order times drawn anew, as the world without the campaign would have them.
+    """
+    for k, effect in enumerate(w.campaign_effects):
+        day = (effect.start - w.day0).days
+        treated_outcome = untreated = _first_converting_day(w, u["n"], orders, day)
+        if u["changed"][k].any():
+            twin = dict(u)
+            _campaign_effects(w, twin, int(u["gidx"][0]), skip=k)
+            rng = np.random.Generator(np.random.PCG64())
+            rng.bit_generator.state = after_traits
+            sessions = _draw_sessions(rng, w, twin)
+            twin_orders = _draw_orders(rng, w, twin, sessions)
+            twin_orders["num"] = np.zeros(len(twin_orders["uid"]), np.int64)
+            _session_events(rng, w, twin, sessions, twin_orders)  # gives the orders their times
+            untreated = np.where(u["changed"][k], _first_converting_day(w, u["n"], twin_orders, day), treated_outcome)
+        u[f"first_order_after_{effect.campaign}"] = treated_outcome
+        u[f"first_order_untreated_{effect.campaign}"] = untreated
+
+
+def _first_converting_day(w: _World, n: int, orders: dict, day: int) -> np.ndarray:
+    """Per user of the block, the window day of their first converting order after ``day`` (int32 max: none)."""
+    from portrait.campaigns.results import CONVERTING_STATUS
+
+    on = (orders["ts"] - w.day0_ms) // DAY_MS
+    converting = np.isin(orders["status"], [w.statuses.index(s) for s in CONVERTING_STATUS])
+    keep = converting & (on > day) & (on < w.days)
+    first = np.full(n, np.iinfo(np.int32).max, np.int64)
+    np.minimum.at(first, orders["user"][keep], on[keep])
+    return first
 
 
 def _daily_rates(w: _World, u: dict) -> dict[str, np.ndarray]:
     """Expected sessions per user and day (users x days): where the traits turn into behaviour."""
     day = np.arange(w.days)[None, :]
     alive = day >= u["reg_day"][:, None]
-    left = u["churn_day"][:, None].astype(np.int64) - day  # days until churn
+    churn = np.broadcast_to(u["churn_day"][:, None].astype(np.int64), (u["n"], w.days))
+    for until, changed, before in reversed(u.get("churn_before", [])):  # a campaign effect holds only after its start
+        churn = np.where(changed[:, None] & (day <= until), before[:, None].astype(np.int64), churn)
+    left = churn - day  # days until churn
     decline = np.where(left > DECLINE_DAYS, 1.0, np.clip(left / DECLINE_DAYS, 0, 1) ** 3)
     session_factor = np.where(left <= 0, 0.03, np.maximum(decline, 0.05)) * alive  # churned users barely open the app
     order_factor = decline * alive * ~u["potential"][:, None]
@@ -1025,13 +1074,21 @@ def _truth_table(w: _World, u: dict) -> pa.Table:
         "delivery_slowness": u["slowness"],
         "churn_hazard": u["hazard"],
         "p_churn_true": 1 - (1 - u["hazard"]) ** LABEL_DAYS,
-        "churn_date": pa.array(np.where(churn, (w.day0 - EPOCH).days + u["churn_day"], 0).astype(np.int32), mask=~churn).cast(pa.date32()),
+        "churn_date": _window_dates(w, u["churn_day"]),
         "churns_after_last_day": churn & (u["churn_day"] > w.days - 1),
     }
-    for effect in getattr(w, "campaign_effects", ()):
+    for effect in w.campaign_effects:
         columns[f"treated_{effect.campaign}"] = u[f"treated_{effect.campaign}"]
         columns[f"hazard_reduction_{effect.campaign}"] = np.full(u["n"], effect.hazard_reduction)
+        columns[f"first_order_after_{effect.campaign}"] = _window_dates(w, u[f"first_order_after_{effect.campaign}"])
+        columns[f"first_order_untreated_{effect.campaign}"] = _window_dates(w, u[f"first_order_untreated_{effect.campaign}"])
     return pa.table(columns)
+
+
+def _window_dates(w: _World, days: np.ndarray) -> pa.Array:
+    """Day numbers of the window (from day0; int32 max: never) as dates, null for never."""
+    known = days < np.iinfo(np.int32).max
+    return pa.array(np.where(known, (w.day0 - EPOCH).days + days, 0).astype(np.int32), mask=~known).cast(pa.date32())
 
 
 # --------------------------------------------------------------------------- rendering and writing
