@@ -18,6 +18,7 @@ LONGEST_FIRST = (
     "test_s3.py",
     "test_dags.py",
     "test_bench.py",
+    "test_campaign_generated.py",
     "test_explorer.py",
     "test_daily_aggregates.py",
     "test_models_job.py",
