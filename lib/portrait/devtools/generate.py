@@ -465,7 +465,7 @@ def _simulate_block(w: _World, block: int) -> _Block:
     events = _take(events, np.lexsort((events["ts"], events["landing"])))
     events["num"] = (block + 1) * 10**10 + np.arange(len(events["ts"]))
     events["dirt"][(events["uid"] >= 0) & u["is_test"][np.maximum(events["uid"] - first, 0)]] = TEST
-    _campaign_outcomes(w, u, orders, after_traits)
+    _campaign_outcomes(w, u, first, orders, after_traits)
 
     orders_rec = _landed(w, orders)
     users = _user_records(rng, w, u)
@@ -593,7 +593,7 @@ def _campaign_effects(w: _World, u: dict, first: int, skip: int | None = None) -
         u["churn_day"] = np.where(alive, redrawn, u["churn_day"])
 
 
-def _campaign_outcomes(w: _World, u: dict, orders: dict, after_traits: dict) -> None:
+def _campaign_outcomes(w: _World, u: dict, first: int, orders: dict, after_traits: dict) -> None:
     """Each effect's conversions in the truth: the first converting order after its start, with and without the campaign.
 
     Without it, a user the effect did not change orders as they did; a changed user is simulated again
@@ -605,7 +605,7 @@ def _campaign_outcomes(w: _World, u: dict, orders: dict, after_traits: dict) -> 
         treated_outcome = untreated = _first_converting_day(w, u["n"], orders, day)
         if u["changed"][k].any():
             twin = dict(u)
-            _campaign_effects(w, twin, int(u["gidx"][0]), skip=k)
+            _campaign_effects(w, twin, first, skip=k)
             rng = np.random.Generator(np.random.PCG64())
             rng.bit_generator.state = after_traits
             sessions = _draw_sessions(rng, w, twin)
@@ -634,7 +634,7 @@ def _daily_rates(w: _World, u: dict) -> dict[str, np.ndarray]:
     day = np.arange(w.days)[None, :]
     alive = day >= u["reg_day"][:, None]
     churn = np.broadcast_to(u["churn_day"][:, None].astype(np.int64), (u["n"], w.days))
-    for until, changed, before in reversed(u.get("churn_before", [])):  # a campaign effect holds only after its start
+    for until, changed, before in reversed(u["churn_before"]):  # a campaign effect holds only after its start
         churn = np.where(changed[:, None] & (day <= until), before[:, None].astype(np.int64), churn)
     left = churn - day  # days until churn
     decline = np.where(left > DECLINE_DAYS, 1.0, np.clip(left / DECLINE_DAYS, 0, 1) ** 3)
