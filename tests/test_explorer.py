@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -365,6 +366,26 @@ def test_the_master_stage_publishes_the_serving_index_and_rollback_rebuilds_it(l
     assert index.is_fresh(Lake(str(copy), CONF)), "a rollback rebuilds the index from the rows it restored"
     time.sleep(index.REOPEN_CHECK_SECONDS + 0.1)
     assert served.state() == rolled, "a running server reopens the replaced file"
+
+
+def test_an_index_rendered_by_several_processes_equals_the_published_one(lake, tmp_path, monkeypatch):
+    """A large snapshot is rendered by spawned processes (conf ``processes``), each taking every n-th batch."""
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(CONF.dir, conf_dir)
+    pipeline = (conf_dir / "pipeline.yaml").read_text()
+    assert "      processes: 0\n" in pipeline and "rows_per_process: 100000" in pipeline
+    (conf_dir / "pipeline.yaml").write_text(
+        pipeline.replace("processes: 0\n", "processes: 3\n").replace("rows_per_process: 100000", "rows_per_process: 10")
+    )
+    monkeypatch.setattr(index, "BATCH", 7)  # many batches from a small lake, so each process gets several
+    target = tmp_path / "profile.sqlite"
+    state = index.build(Lake(lake, Conf(conf_dir)), target=target)
+    published = index.index_path(lake)
+    assert state == index.stored_state(published)
+    assert list(tmp_path.glob("profile.sqlite*")) == [target], "the processes' part files are removed"
+    query = "SELECT user_id, name, profile FROM profiles ORDER BY user_id"
+    with contextlib.closing(sqlite3.connect(target)) as built, contextlib.closing(sqlite3.connect(published)) as reference:
+        assert built.execute(query).fetchall() == reference.execute(query).fetchall()
 
 
 # ----------------------------------------------------------------- the browser

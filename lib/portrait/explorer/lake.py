@@ -38,6 +38,34 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def json_rows(data: pa.Table | pa.RecordBatch) -> list[dict]:
+    """``[jsonable(r) for r in data.to_pylist()]``, converting only the columns whose type needs it.
+
+    Numbers and strings come out of pyarrow as JSON values already; the
+    columns holding dates, timestamps, maps, bytes or nested values are the
+    only ones walked. The serving index renders every profile of a snapshot
+    this way.
+    """
+    convert = [field.name for field in data.schema if not _plain(field.type)]
+    rows = data.to_pylist()
+    for row in rows:
+        for name in convert:
+            row[name] = jsonable(row[name])
+    return rows
+
+
+def _plain(kind: pa.DataType) -> bool:
+    """Whether pyarrow's Python values of ``kind`` are JSON values as they are (numbers, text, booleans, null)."""
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_null(kind)
+        or pa.types.is_large_string(kind)
+    )
+
+
 class Lake:
     """The declared tables of one lake, read with delta-rs; table handles are cached and refreshed per call."""
 
