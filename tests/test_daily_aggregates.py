@@ -27,6 +27,8 @@ from portrait.subprofiles import snapshots
 from portrait.subprofiles.daily import LANDINGS, TABLES
 from test_subprofiles_job import KNOWN_ON_D, LANDED_ON_NEXT_DAY, NEXT, D, snapshot, write_silver
 
+pytestmark = pytest.mark.slow  # 60 landing days summed by the real stage, every sub-profile of every date twice (about 2-3 minutes)
+
 SUBPROFILES = tuple(snapshots.BUILDERS)
 DAYS = int(os.environ.get("PORTRAIT_TEST_DWS_DAYS", 60))  # a shorter history while debugging
 # Every STRIDE-th date is compared, counting back from the last (so the last, with

@@ -90,6 +90,7 @@ def test_a_mapping_to_a_missing_column_is_named(export, tmp_path):
         landing_orders(read_export(export).drop(columns=["order_time"]), {**settings, "columns": {**settings["columns"], **MAPPING}})
 
 
+@pytest.mark.slow  # two whole daily runs of the shop's lake (about 2 minutes)
 def test_run_with_an_export_profiles_its_customers(spark, export, tmp_path):
     conf, lake = shop_conf(tmp_path), str(tmp_path / "lake")
     args = ["run", "--date", str(D), "--orders", str(export), "--lake", lake, "--conf", str(conf.dir), "--create"]
