@@ -11,9 +11,9 @@ the snapshot takes tens of milliseconds or more. The profiles live in an
 ordinary rowid table beside the key's own index: a rendered profile (1-3 KB)
 is far larger than the twentieth of a page SQLite's WITHOUT ROWID layout
 wants, and that layout made the 1M-profile file 4.7 GB (2.1 GB now) and each
-lookup three to five times slower. The file is written beside the old one and renamed
-over it, so a server reading it never sees half an index; the server reopens
-it when the file is replaced.
+lookup three to five times slower. The file is written beside the old one and
+renamed over it, so a server reading it never sees half an index; the server
+reopens it when the file is replaced.
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def build(lake: Lake, dt: date | None = None, target: Path | None = None) -> dic
     try:
         with ProcessPoolExecutor(parts - 1, mp_context=multiprocessing.get_context("spawn")) if parts > 1 else nullcontext() as pool:
             pending = [
-                pool.submit(render_part, lake.root, str(lake.conf.dir), state["dt"], part, parts, shard, BATCH)
+                pool.submit(_render_part_of, lake.root, str(lake.conf.dir), state["dt"], part, parts, shard, BATCH)
                 for part, shard in enumerate(shards, 1)
             ]
-            users = render_part(lake.root, lake.conf, state["dt"], 0, parts, partial, BATCH)
+            users = render_part(lake, state["dt"], 0, parts, partial, BATCH)
             users += sum(job.result() for job in pending)
         db = sqlite3.connect(partial)
         try:
@@ -127,6 +127,7 @@ def build(lake: Lake, dt: date | None = None, target: Path | None = None) -> dic
             if stored != users or stored != expected:  # a duplicate user id would have failed the insert
                 raise LookupError(f"serving index of {state['dt']}: {stored} profiles for {expected} snapshot rows; not published")
             db.execute("CREATE INDEX profiles_name ON profiles (name COLLATE NOCASE)")
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             state["users"] = str(users)
             db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(state.items()))
             db.commit()
@@ -145,27 +146,28 @@ def build(lake: Lake, dt: date | None = None, target: Path | None = None) -> dic
 def _processes(declared: dict, rows: int) -> int:
     """How many processes render a snapshot of ``rows`` profiles (the declaration's ``settings``)."""
     settings = declared.get("settings") or {}
-    wanted = settings.get("processes", 1) or os.cpu_count() or 1
-    return max(1, min(wanted, rows // max(1, settings.get("rows_per_process", rows + 1))))
+    if "rows_per_process" not in settings:  # not declared: the caller renders everything
+        return 1
+    wanted = settings.get("processes") or os.cpu_count() or 1
+    return max(1, min(wanted, rows // max(1, settings["rows_per_process"])))
 
 
-def render_part(root: str, conf: Conf | str, dt: str, part: int, parts: int, target: Path, batch_size: int) -> int:
-    """Render every ``parts``-th batch of snapshot ``dt``, starting at batch ``part``, into a new SQLite file ``target``.
+def _render_part_of(root: str, conf_dir: str, dt: str, part: int, parts: int, target: Path, batch_size: int) -> int:
+    """``render_part`` in a spawned process, which inherits nothing of the caller's engine session or threads: it opens the lake again."""
+    return render_part(Lake(root, Conf(conf_dir)), dt, part, parts, target, batch_size)
 
-    A process of its own when ``part`` > 0 (spawned: nothing of the caller's
-    engine session or threads is inherited), so it opens the lake again.
-    """
+
+def render_part(lake: Lake, dt: str, part: int, parts: int, target: Path, batch_size: int) -> int:
+    """Render every ``parts``-th batch of snapshot ``dt``, starting at batch ``part``, into a new SQLite file ``target``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    lake = Lake(root, conf if isinstance(conf, Conf) else Conf(conf))
     target.unlink(missing_ok=True)
     db = sqlite3.connect(target)
     try:
         db.execute("PRAGMA journal_mode = OFF")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("CREATE TABLE profiles (user_id TEXT PRIMARY KEY, name TEXT, profile TEXT NOT NULL)")
-        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         snapshot = lake.table(SNAPSHOT).to_pyarrow_dataset()
         of_date = pc.field("dt") == pa.scalar(date.fromisoformat(dt))
         users = 0
