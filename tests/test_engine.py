@@ -40,6 +40,31 @@ def test_process_exits_promptly_without_an_explicit_stop():
     assert done.stdout.split() == ["3", "sail"]
 
 
+def test_the_embedded_session_outlives_sails_idle_timeout():
+    """Sail drops a session idle for its timeout (900 s by default, which cost a CI run once): the embedded engine lifts it."""
+    code = textwrap.dedent(
+        """
+        import os, time
+        from portrait.core import engine
+        spark = engine.get_spark()
+        spark.range(1).count()
+        time.sleep(4)
+        try:
+            print(os.environ[engine.SAIL_IDLE_ENV], spark.range(3).count())
+        except Exception as exc:
+            print(os.environ[engine.SAIL_IDLE_ENV], "lost:", exc)
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != engine.SAIL_IDLE_ENV}
+    runs = {
+        "default": subprocess.Popen([PY, "-c", code], env=env, stdout=subprocess.PIPE, text=True),
+        "two seconds": subprocess.Popen([PY, "-c", code], env={**env, engine.SAIL_IDLE_ENV: "2"}, stdout=subprocess.PIPE, text=True),
+    }
+    printed = {name: run.communicate(timeout=120)[0].strip() for name, run in runs.items()}
+    assert printed["default"] == f"{engine.SAIL_IDLE_SECS} 3"
+    assert printed["two seconds"].startswith("2 lost:") and "is not running" in printed["two seconds"]
+
+
 def test_stop_then_start_again():
     done = run_python(
         """

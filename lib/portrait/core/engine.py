@@ -110,6 +110,15 @@ def stop() -> None:
             running.server.stop()
 
 
+#: Sail drops a session that sent nothing for ``spark.session_timeout_secs``
+#: (900 s by default). The embedded server serves this process alone and dies
+#: with it, so a process that leaves its session idle for a while (a test
+#: module running subprocesses, a task waiting on a slow peer) must not find it
+#: gone ("session ... is not running"). An operator's own setting wins.
+SAIL_IDLE_ENV = "SAIL_SPARK__SESSION_TIMEOUT_SECS"
+SAIL_IDLE_SECS = 7 * 24 * 3600
+
+
 #: gRPC's largest message (2 GiB - 1) instead of the client's 128 MB: the server
 #: decides how large a result batch is, and at 1M users one batch of the
 #: models stage's 8M order lines came back larger than 128 MB and failed with
@@ -194,6 +203,7 @@ def _check_reachable(url: str, timeout_seconds: float = 10.0) -> None:
 def _start_sail() -> _Running:
     # The engine logs every session at INFO; keep its errors only (RUST_LOG=info to see more).
     os.environ.setdefault("RUST_LOG", "error")
+    os.environ.setdefault(SAIL_IDLE_ENV, str(SAIL_IDLE_SECS))
     from pysail.spark import SparkConnectServer
 
     server = SparkConnectServer(ip="127.0.0.1", port=0)

@@ -213,7 +213,7 @@ def start_sail_cluster(log_path: Path, workers: int = 2, timeout: float = 60.0) 
     port = free_port()
     sail = Path(sys.executable).with_name("sail")
     env = {
-        **os.environ,
+        **_sail_env(),
         "SAIL_MODE": "local-cluster",
         "SAIL_CLUSTER__WORKER_INITIAL_COUNT": str(workers),
         "SAIL_CLUSTER__WORKER_MAX_COUNT": str(workers),
@@ -227,4 +227,11 @@ def start_sail_server(log_path: Path, timeout: float = 60.0) -> Server:
     """One Sail Spark Connect server process (``sail spark server``), for clients in other processes."""
     port = free_port()
     sail = Path(sys.executable).with_name("sail")
-    return _start([str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)], dict(os.environ), port, log_path, timeout)
+    return _start([str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)], _sail_env(), port, log_path, timeout)
+
+
+def _sail_env() -> dict:
+    """This environment, with the embedded engine's idle allowance unless one is set (see engine.SAIL_IDLE_SECS)."""
+    from portrait.core.engine import SAIL_IDLE_ENV, SAIL_IDLE_SECS
+
+    return {SAIL_IDLE_ENV: str(SAIL_IDLE_SECS), **os.environ}
