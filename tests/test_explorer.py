@@ -1,6 +1,6 @@
 """The profile explorer and API (`portrait serve`) on one small generated lake, served by a real uvicorn on loopback.
 
-One lake for the module: 200 users x 40 days generated, the history cleaned,
+One lake for the module: 200 users x 16 days generated, the history cleaned,
 the whole pipeline run for the last three days (so segments have moves and
 tags have a history). Accounts are made with `portrait users add`. The
 browser tests (marked ``browser``) drive Debian's chromium through
