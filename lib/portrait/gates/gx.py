@@ -2,8 +2,9 @@
 
 Checks (``portrait.gates.declarations.Check``) are validated with real Great
 Expectations 1.x on the Spark Connect DataFrame: one ephemeral GX context per
-process, one Spark data source, a whole-dataframe batch, and **one**
-ExpectationSuite validated in one pass per table (``validate``); each GX result
+process, one Spark data source, a whole-dataframe batch, and per table one
+BOOLEAN_ONLY pass over the map expectations plus one BASIC pass over the
+rest, the failed map expectations again as BASIC (``validate``); each GX result
 becomes a ``CheckResult`` (``result``). ``update_data_docs`` runs a stored
 suite through a Checkpoint that renders HTML data docs.
 
@@ -105,18 +106,62 @@ def _gx_for(spark) -> _GX:
     return _state
 
 
-def validate(spark, df, checks: list, suite_name: str) -> dict:
-    """One suite, one validation pass; returns {check index: ExpectationValidationResult}."""
+def validate(spark, df, checks: list, suite_name: str) -> tuple[dict, int | None]:
+    """Validate ``checks`` on ``df``; returns ({check position: ExpectationValidationResult}, rows of ``df``).
+
+    GX's BASIC results cost one query per map expectation for its example
+    values, on top of the one aggregate query that counts every map
+    expectation's unexpected rows. Most checks pass, so map expectations that
+    must hold on every row run first as BOOLEAN_ONLY (that one aggregate
+    query); only the ones that fail run again as BASIC for their counts and
+    examples. A passing one is reported as 0 unexpected of ``rows``, which is
+    exactly what BASIC would have said. The other checks run as BASIC, with a
+    row count of the table beside them.
+    """
     gx = import_gx()
+    strict = [check for check in checks if _is_strict_map(check)]
+    others = [check for check in checks if not _is_strict_map(check)]
     with _lock:
         state = _gx_for(spark)
-        suite = gx.ExpectationSuite(name=suite_name, expectations=[check.build() for check in checks])
         batch = state.batch_definition.get_batch(batch_parameters={"dataframe": df})
+        row_count = gx.expectations.ExpectTableRowCountToBeBetween(min_value=0, meta={"portrait_check": _ROWS})
         try:
-            outcome = batch.validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": EXAMPLES})
+            found = _run(gx, batch, f"{suite_name}.basic", [c.build() for c in others] + [row_count], "BASIC")
+            rows = found.pop(_ROWS).result.get("observed_value")
+            if strict:
+                quick = _run(gx, batch, f"{suite_name}.boolean", [c.build() for c in strict], "BOOLEAN_ONLY")
+                failed = [c for c in strict if not quick[c.position].success]
+                if failed:
+                    quick.update(_run(gx, batch, f"{suite_name}.failed", [c.build() for c in failed], "BASIC"))
+                for check in strict:
+                    outcome = quick[check.position]
+                    if outcome.success and not outcome.result:
+                        outcome.result = {
+                            "element_count": rows,
+                            "unexpected_count": 0,
+                            "unexpected_percent_total": 0.0 if rows else None,
+                            "partial_unexpected_list": [],
+                        }
+                found.update(quick)
         finally:
             if any(check.is_row_query for check in checks):
                 drop_view(spark, "tmp_view")  # what GX's query metrics register for {batch}
+    return found, rows
+
+
+_ROWS = "rows"  # the meta tag of the row count validated beside the checks
+_MAP_BASES = ("ColumnMapExpectation", "ColumnPairMapExpectation", "MulticolumnMapExpectation")
+
+
+def _is_strict_map(check) -> bool:
+    """A map expectation that must hold on every row (no ``mostly``): its pass needs no per-row result."""
+    bases = {base.__name__ for base in expectation_classes()[check.gx_type].__mro__}
+    return bool(bases.intersection(_MAP_BASES)) and float(check.kwargs.get("mostly", 1.0)) >= 1.0
+
+
+def _run(gx, batch, name: str, expectations: list, result_format: str) -> dict:
+    suite = gx.ExpectationSuite(name=name, expectations=expectations)
+    outcome = batch.validate(suite, result_format={"result_format": result_format, "partial_unexpected_count": EXAMPLES})
     return {result.expectation_config.meta.get("portrait_check"): result for result in outcome.results}
 
 

@@ -41,8 +41,7 @@ def run_gate(spark, table_name: str, df, dt, conf: Conf | None = None, gate_name
     for name in referenced:
         Catalog(lake, conf).read(spark, name).createOrReplaceTempView(table_view(name))
     try:
-        outcomes = gx.validate(spark, df, checks, f"{gate}.{table_name}.{dt}")
-        rows = next((o.result.get("element_count") for o in outcomes.values() if o.result.get("element_count") is not None), None)
+        outcomes, rows = gx.validate(spark, df, checks, f"{gate}.{table_name}.{dt}")
         results = [gx.result(spark, df, check, outcomes.get(check.position), rows) for check in checks]
     finally:
         for name in referenced:
