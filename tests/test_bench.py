@@ -28,19 +28,27 @@ def bench(lake: Path, out: Path, *extra: str, env: dict | None = None) -> subpro
 
 @pytest.fixture(scope="module")
 def small_bench(tmp_path_factory):
-    """One small lake benched twice on the embedded engine (a first run, then a rerun of the date).
+    """One small lake benched twice: a first run on the embedded engine, then a rerun of the date through
+    ``--remote`` on a Sail server in its own process (how the driver's own memory is measured).
 
-    Returns its directory, the first run's stdout and the figures of both runs.
+    Returns its directory, the stdout of both runs and the figures of both runs.
     """
+    from portrait.core.servers import start_sail_server
+
     tmp_path = tmp_path_factory.mktemp("bench")
-    runs = [bench(tmp_path / "lake", tmp_path / f"{run}.json") for run in ("first", "rerun")]
-    for done in runs:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return tmp_path, runs[0].stdout, *(json.loads((tmp_path / f"{run}.json").read_text()) for run in ("first", "rerun"))
+    first = bench(tmp_path / "lake", tmp_path / "first.json")
+    assert first.returncode == 0, first.stderr[-3000:]
+    server = start_sail_server(tmp_path / "sail.log")
+    try:
+        rerun = bench(tmp_path / "lake", tmp_path / "rerun.json", "--remote", server.url)
+    finally:
+        server.stop()
+    assert rerun.returncode == 0, rerun.stderr[-3000:] + server.log_tail()
+    return tmp_path, (first.stdout, rerun.stdout), *(json.loads((tmp_path / f"{run}.json").read_text()) for run in ("first", "rerun"))
 
 
 def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
-    tmp_path, stdout, report, rerun = small_bench
+    tmp_path, (stdout, rerun_stdout), report, rerun = small_bench
     from portrait.core.pipeline import stage_names
 
     assert [s["stage"] for s in report["stages"]] == stage_names()
@@ -60,6 +68,16 @@ def test_small_bench_prints_and_writes_figures_per_stage(small_bench):
     assert "floor" in stdout and f"({report['times_floor']:,.1f}x the floor)" in stdout
     assert "total" in stdout and "clean" in stdout
     assert rerun["generate_seconds"] < 1.0  # the rerun reused the landing zone and the cleaned history
+    # the rerun ran on the Sail server, its meter saw this client alone, and it produced what the embedded run did
+    assert report["engine"] == "sail" and report["remote"] is None
+    assert rerun["engine"] == "remote" and rerun["remote"].startswith("sc://127.0.0.1:")
+    assert f"engine remote {rerun['remote']} (peak memory: this client process only)" in rerun_stdout
+    # Rows in may differ: the first run's models stage added this date's versions to the registry the rerun reads.
+    # Segments' rows out too: the first run gave the snapshot's users their bitmap indices, a rerun has none to add.
+    assert [(s["stage"], s["rows_out"]) for s in rerun["stages"] if s["stage"] != "segments"] == [
+        (s["stage"], s["rows_out"]) for s in report["stages"] if s["stage"] != "segments"
+    ]
+    assert rerun["stages"][0]["rows_in"] == clean["rows_in"]
     # and the lake it leaves holds profiles `portrait show` can print
     shown = subprocess.run(
         [sys.executable, "-m", "portrait.cli", "show", "--sample", "--lake", str(tmp_path / "lake")],

@@ -88,12 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--date", type=_date, required=True)
 
-    bench = commands.add_parser("bench", parents=[shared], help="time the daily run at a given size, per stage")
+    bench = commands.add_parser("bench", parents=[shared, engine], help="time the daily run at a given size, per stage")
     bench.add_argument("--users", type=int, default=100_000)
     bench.add_argument("--days", type=int, default=90)
     bench.add_argument("--end", type=_date, default=date(2026, 9, 30))
     bench.add_argument("--seed", type=int, default=7)
-    bench.add_argument("--engine", choices=["sail", "spark"], default="sail")
     bench.add_argument("--json", dest="json_path", default=None, help="also write the figures here (default: {lake}/bench.json)")
 
     segment = commands.add_parser("segment", parents=[shared], help="audiences of conf/segments.yaml: list, count, export, report")
@@ -383,7 +382,9 @@ def cmd_bench(args) -> int:
     from portrait.devtools.bench import bench, render
 
     lake = args.lake if args.lake != default_lake() else f"bench-lake/u{args.users}-d{args.days}-s{args.seed}"
-    report = bench(lake, args.users, args.days, args.end, args.seed, args.engine, _conf(args), console=Console(stderr=True))
+    report = bench(
+        lake, args.users, args.days, args.end, args.seed, args.engine, _conf(args), console=Console(stderr=True), remote=args.remote
+    )
     print(render(report))
     out = args.json_path or storage.join(lake, "bench.json")
     storage.write_text(out, json.dumps(report, indent=2))

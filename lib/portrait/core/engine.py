@@ -150,16 +150,15 @@ def _connect(url: str):
 SHIP_ENV = "PORTRAIT_SHIP_PACKAGE"
 
 
-def package_zip(folder: str | None = None) -> str:
-    """A zip of the ``portrait`` package and the ``jobs`` package, importable from ``sys.path``."""
-    import tempfile
+def package_zip(folder: str) -> str:
+    """A zip of the ``portrait`` package and the ``jobs`` package in ``folder``, importable from ``sys.path``."""
     import zipfile
     from pathlib import Path
 
     import jobs
     import portrait
 
-    out = Path(folder or tempfile.mkdtemp(prefix="portrait-artifact-")) / "portrait_pkg.zip"
+    out = Path(folder) / "portrait_pkg.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for package in (portrait, jobs):
             root = Path(package.__file__).parent
@@ -179,8 +178,11 @@ def ship_package(spark) -> bool:
     """
     if os.environ.get(SHIP_ENV, "1") == "0":
         return False
+    import tempfile
+
     try:
-        spark.addArtifacts(package_zip(), pyfile=True)
+        with tempfile.TemporaryDirectory(prefix="portrait-artifact-") as folder:  # the client has uploaded it when addArtifacts returns
+            spark.addArtifacts(package_zip(folder), pyfile=True)
     except Exception as exc:  # noqa: BLE001 - the server's refusal is reported, the run goes on
         log.warning(
             "the Spark Connect server did not take portrait's code as an artifact (%s); its workers need portrait installed",

@@ -14,10 +14,12 @@ churn.retrain_every_days), not daily: the set-up runs the models stage of the
 day before, which trains it when one is due, and reports that time on its own
 line, so the stage figures are those of an ordinary day.
 
-The set-up always runs on the embedded engine; ``--engine spark`` runs the
-measured day on JVM Spark over the same lake (the same Delta tables, see
-``parquet_commit``), so two runs side by side compare the engines on the same
-work. Rows out are the rows each stage produced (its staged copy), whatever
+The set-up always runs on the embedded engine (whatever PORTRAIT_ENGINE or
+PORTRAIT_REMOTE say); ``--engine spark`` runs the measured day on JVM Spark
+in this process, ``--remote sc://...`` on a Spark Connect server (a JVM
+Connect cluster with Delta, a Sail server), over the same lake, so runs side
+by side compare the engines on the same work. With a remote engine the
+memory meter sees this client alone: the driver's own footprint. Rows out are the rows each stage produced (its staged copy), whatever
 its publish mode rewrites.
 """
 
@@ -100,8 +102,11 @@ def _portrait(*args: str, lake: str, conf: Conf) -> None:
     Its progress goes to this process's stderr, so a long set-up shows where it
     is while the figures on stdout stay clean.
     """
+    from portrait.core import engine
+
     command = [sys.executable, "-m", "portrait.cli", *args, "--lake", lake, "--conf", str(conf.dir)]
-    done = subprocess.run(command, stdout=sys.__stderr__.fileno(), stderr=subprocess.PIPE, text=True)
+    embedded = {k: v for k, v in os.environ.items() if k not in (engine.ENGINE_ENV, engine.REMOTE_ENV)}
+    done = subprocess.run(command, stdout=sys.__stderr__.fileno(), stderr=subprocess.PIPE, text=True, env=embedded)
     if done.returncode != 0:
         raise RuntimeError(f"bench set-up `portrait {' '.join(args)}` failed: {done.stderr.strip()[-2000:]}")
 
@@ -116,7 +121,9 @@ def ensure_landing(lake: str, users: int, days: int, end: date, seed: int, conf:
     storage.write_text(marker, json.dumps(wanted))
 
 
-def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: str | None, conf: Conf, console=None) -> dict:
+def bench(
+    lake: str, users: int, days: int, end: date, seed: int, engine_name: str | None, conf: Conf, console=None, remote: str | None = None
+) -> dict:
     from portrait.core import engine
     from portrait.core.pipeline import RunContext, run_stage, stage_names
     from portrait.core.tables import Catalog
@@ -149,7 +156,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
     figures = []
     with MemoryMeter() as meter:
         started = time.perf_counter()
-        spark = engine.get_spark(engine_name)
+        spark = engine.get_spark(engine_name, remote)
         engine_seconds = time.perf_counter() - started
         catalog = Catalog(lake_path, conf)
         sources = list(conf.landing["sources"])
@@ -184,6 +191,7 @@ def bench(lake: str, users: int, days: int, end: date, seed: int, engine_name: s
         "days": days,
         "date": str(end),
         "engine": engine.current_engine(),
+        "remote": remote or os.environ.get(engine.REMOTE_ENV) if engine.current_engine() == "remote" else None,
         "machine": {
             "cpus": _cpus(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -242,7 +250,8 @@ def _row(f: StageFigures) -> str:
 
 
 def render(report: dict) -> str:
-    lines = [f"portrait bench: {report['users']:,} users x {report['days']} days, date {report['date']}, engine {report['engine']}"]
+    engine = report["engine"] + (f" {report['remote']} (peak memory: this client process only)" if report.get("remote") else "")
+    lines = [f"portrait bench: {report['users']:,} users x {report['days']} days, date {report['date']}, engine {engine}"]
     lines += [_row(StageFigures(**s)) for s in report["stages"]]
     total = f"{'total':<16} {report['total_seconds']:>8.2f}s  peak {report['peak_rss_mb']:,.0f} MiB"
     if report.get("floor_seconds") is not None:
