@@ -62,6 +62,21 @@ def test_fit_recovers_the_parameters_of_simulated_customers():
     assert fitted.q == pytest.approx(PARAMS.q, rel=0.25) and fitted.p == pytest.approx(PARAMS.p, rel=0.25)
 
 
+def test_fit_finds_the_optimum_when_spend_rates_barely_differ():
+    """q = 60: customers' rates nearly equal. An unbounded Nelder-Mead from (1, 2, mean) ran off along the ridge
+    q, gamma -> infinity (q ~ 5e15, p ~ 1.0) and missed this optimum; on a 100k-user lake it took 240 s doing so."""
+    truth = GammaGammaParams(p=2.5, q=60.0, gamma=1700.0)
+    rng = np.random.default_rng(5)
+    nu = rng.gamma(truth.q, 1 / truth.gamma, 6000)
+    x = rng.integers(1, 15, 6000)
+    m = np.array([rng.gamma(truth.p, 1 / v, k).mean() for v, k in zip(nu, x)])
+    fitted, log_likelihood = gammagamma.fit(x, m)
+    assert fitted.p == pytest.approx(truth.p, rel=0.1) and fitted.q == pytest.approx(truth.q, rel=0.5)
+    assert fitted.population_mean == pytest.approx(truth.population_mean, rel=0.02)
+    ridge = GammaGammaParams(p=1.0176, q=5.0e15, gamma=3.495e17)  # where the old fit stopped on these rows
+    assert log_likelihood > gammagamma.log_likelihood(ridge, x, m).sum()
+
+
 def test_clv_and_refusals():
     assert gammagamma.clv([2.0, 0.5], [30.0, 40.0], 0.3).tolist() == pytest.approx([18.0, 6.0])
     with pytest.raises(ValueError, match="q = 0.900"):
