@@ -198,11 +198,6 @@ def jvm_connect(tmp_path_factory):
 @pytest.mark.cluster
 @pytest.mark.jvm
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("PORTRAIT_TEST_JVM_CLUSTER") != "1",
-    reason="opt-in (PORTRAIT_TEST_JVM_CLUSTER=1): the JVM daily run alone takes about 7 min on two cores "
-    "(418 s at load 3-6, 2026-12-02), more than make test's budget leaves",
-)
 def test_daily_run_on_jvm_spark_connect_with_delta_equals_embedded(history, embedded, jvm_connect, tmp_path):
     lake = daily_run(history, tmp_path / "lake", remote=jvm_connect.url)
     assert Path(lake, "gold", "profile", "_delta_log").is_dir()

@@ -134,3 +134,14 @@ def test_engine_choice_errors(kwargs, message, monkeypatch):
 )
 def test_jvm_spark_gets_four_shuffle_partitions_per_local_core(master, partitions):
     assert engine._local_shuffle_partitions(master).get("spark.sql.shuffle.partitions") == partitions
+
+
+def test_classic_jvm_spark_without_the_delta_jars_says_which_folder_and_command(tmp_path, monkeypatch):
+    """No plain-Parquet fallback: a classic session without delta-spark's jars would write tables no reader trusts."""
+    from portrait.core import servers
+
+    monkeypatch.setenv(servers.JARS_ENV, str(tmp_path))
+    with pytest.raises(
+        engine.EngineError, match=rf"classic JVM Spark needs Delta Lake's jars: no delta-spark jar in {tmp_path}.*make jars"
+    ):
+        engine._start_classic()

@@ -7,9 +7,8 @@ Three engines, one job code path (DataFrame API + SQL over Spark Connect):
 * ``remote``: any Spark Connect endpoint, ``sc://host:port`` (a Spark 4 cluster
   with Delta, or a Sail cluster). Chosen by ``--remote`` or ``PORTRAIT_REMOTE``.
 * ``spark``: classic JVM Spark in local mode, opt-in with ``--engine spark`` /
-  ``PORTRAIT_ENGINE=spark``: with delta-spark (the jars ``make jars`` fetched
-  into .cache/jars), otherwise writing the same Delta tables through delta-rs
-  (``parquet_commit``).
+  ``PORTRAIT_ENGINE=spark``, with delta-spark (the jars ``make jars`` fetched
+  into .cache/jars).
 
 The session is a process-wide singleton: the CLI and Airflow tasks run several
 jobs in one process and pay the start-up once. ``stop()`` runs at exit and stops
@@ -232,52 +231,35 @@ DRIVER_MEMORY_ENV = "PORTRAIT_SPARK_DRIVER_MEMORY"
 
 
 def _start_classic():
-    """Classic JVM Spark in local mode with delta-spark: the jars of ``make jars``, else Ivy from Maven.
-
-    Without them it runs plain and the catalog writes the same Delta tables
-    through ``parquet_commit`` (Spark writes Parquet, delta-rs commits).
-    """
-    from delta import configure_spark_with_delta_pip
+    """Classic JVM Spark in local mode with delta-spark, from the jars ``make jars`` pinned in jvm-jars.txt."""
     from pyspark.sql import SparkSession
+
+    from portrait.core import servers
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python UDF workers: this environment, not PATH's python3
     # A Spark Connect session sets this and child processes inherit it; pyspark would then refuse a classic session.
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
-
     master = os.environ.get("PORTRAIT_SPARK_MASTER", "local[2]")
-    from portrait.core import servers
-
-    def builder():
-        built = (
-            SparkSession.builder.master(master).appName("portrait").config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "8g"))
-        )
-        settings = {**CLASSIC_CONF, **servers.jvm_s3_settings(), **_local_shuffle_partitions(master), **SESSION_CONF}
-        for key, value in settings.items():
-            built = built.config(key, value)
-        return built
-
     try:
         jars = servers.delta_jars()
     except FileNotFoundError as exc:
-        jars = None
-        log.warning("%s: JVM Spark falls back to Ivy (spark.jars.packages)", exc)
-    with_delta = builder()
-    for key, value in {**servers.DELTA_CONF, **servers.delta_tuning(master)}.items():
-        with_delta = with_delta.config(key, value)
+        raise EngineError(f"classic JVM Spark needs Delta Lake's jars: {exc}") from None
+    builder = SparkSession.builder.master(master).appName("portrait").config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "8g"))
+    settings = {
+        **CLASSIC_CONF,
+        **servers.jvm_s3_settings(),
+        **_local_shuffle_partitions(master),
+        **SESSION_CONF,
+        **servers.DELTA_CONF,
+        **servers.delta_tuning(master),
+        "spark.jars": ",".join(jars),
+    }
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     try:
-        if jars:  # the jars `make jars` fetched, pinned in jvm-jars.txt
-            spark = with_delta.config("spark.jars", ",".join(jars)).getOrCreate()
-        else:
-            spark = configure_spark_with_delta_pip(with_delta).getOrCreate()
-    except Exception as exc:  # noqa: BLE001 - the usual cause: Maven is unreachable
-        log.warning(
-            "JVM Spark without delta-spark (its jars could not be loaded: %s); tables are written as Parquet and committed with delta-rs",
-            " ".join(str(exc).split())[:200],
-        )
-        try:
-            spark = builder().getOrCreate()
-        except Exception as exc:
-            raise EngineError(f"classic JVM Spark did not start: {exc}") from exc
+        spark = builder.getOrCreate()
+    except Exception as exc:
+        raise EngineError(f"classic JVM Spark did not start: {exc}") from exc
     spark.sparkContext.setLogLevel(os.environ.get("PORTRAIT_SPARK_LOG_LEVEL", "ERROR"))  # as Sail: errors only
     return spark
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date
 
-from portrait.core import parquet_commit, storage
+from portrait.core import storage
 from portrait.core.config import Conf
 from portrait.core.tables import Catalog, StagedCatalog
 
@@ -188,8 +188,6 @@ class RunContext:
         planning time grows quickly with plan size. Removed with the staging copy.
         """
         path = storage.join(self.staging_dir, "_scratch", name)
-        if not parquet_commit.native_delta(self.spark):
-            return parquet_commit.materialize(self.spark, df, path)
         df.write.format("delta").mode("overwrite").save(path)  # Delta keeps the schema of an empty result
         return self.spark.read.format("delta").load(path)
 

@@ -21,10 +21,6 @@ so the schema check runs before anything is written; and ``replaceWhere``
 does not refuse rows outside its predicate (they would replace the partition
 and land elsewhere), so the writer checks that every row belongs to the
 partition it replaces.
-
-An engine without a Delta connector (classic JVM Spark where the delta-spark
-jars cannot be fetched) writes the same Delta tables through
-``parquet_commit``: Spark writes the Parquet files, delta-rs commits them.
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 
-from portrait.core import parquet_commit, storage
+from portrait.core import storage
 from portrait.core.config import Conf
 
 log = logging.getLogger(__name__)
@@ -232,13 +228,10 @@ class Catalog:
             self.tables_read.setdefault(name, version)
         if not self.exists(name):
             return spark.createDataFrame([], spec.ddl)
-        if not parquet_commit.native_delta(spark):
-            df = parquet_commit.read(spark, spec, version)
-        else:
-            reader = spark.read.format("delta")
-            if version is not None:
-                reader = reader.option("versionAsOf", version)
-            df = reader.load(spec.path)
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        df = reader.load(spec.path)
         # declared order: a table partitioned by a column declared before others (ops.gate_results: gate)
         # reads back with its partition columns last
         return df.select(*[f"`{c}`" for c in spec.columns]) if spec.partition_by[1:] else df
@@ -254,16 +247,12 @@ class Catalog:
         order = self._check_stored_columns(spec) if self.exists(name) else list(spec.columns)
         df = df.select(*[f"`{c}`" for c in order])  # the stored order (a migrated column is stored last): Sail appends by position
         self._ensure_table(spark, spec)
-        native = parquet_commit.native_delta(spark)
         if mode == "append":
-            if native:
-                df.write.format("delta").mode("append").save(spec.path)
-            else:
-                parquet_commit.commit(df, spec, "append")
+            df.write.format("delta").mode("append").save(spec.path)
         elif mode == "partition":
-            self._replace_partition(df, spec, partition_value, native)
+            self._replace_partition(df, spec, partition_value)
         else:
-            self._merge(spark, df, spec, native)
+            self._merge(spark, df, spec)
         version = self.version(name)
         log.info("wrote %s (%s%s) -> version %s", name, mode, f" {partition_value}" if partition_value is not None else "", version)
         return version
@@ -294,16 +283,13 @@ class Catalog:
         """Create the empty table with its declared schema and partitioning on first write."""
         if self.exists(spec.name):
             return
-        if not parquet_commit.native_delta(spark):
-            parquet_commit.create(spark, spec)
-        else:
-            writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
-            if spec.partition_by:
-                writer = writer.partitionBy(*spec.partition_by)
-            writer.save(spec.path)
+        writer = spark.createDataFrame([], spec.ddl).write.format("delta").mode("append")
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        writer.save(spec.path)
         private_stats(spec)
 
-    def _replace_partition(self, df, spec: TableSpec, partition_value, native: bool) -> None:
+    def _replace_partition(self, df, spec: TableSpec, partition_value) -> None:
         if not spec.run_partition:
             raise WriteRefused(f"table {spec.name} has no partition column; use append or upsert")
         if partition_value is None:
@@ -318,10 +304,7 @@ class Catalog:
             raise WriteRefused(
                 f"table {spec.name}: rows with {'/'.join(values)} = {found} in a write that replaces {wanted}; nothing was written"
             )
-        if not native:
-            parquet_commit.commit(df, spec, "overwrite", [(column, text) for column, (_, text) in values.items()])
-            return
-        (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(spec.path))
+        df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(spec.path)
 
     @staticmethod
     def _partition_values(spec: TableSpec, partition_value) -> dict[str, tuple[str, str]]:
@@ -345,12 +328,9 @@ class Catalog:
                 values[column] = ("'" + text.replace("'", "''") + "'", text)
         return values
 
-    def _merge(self, spark, df, spec: TableSpec, native: bool) -> None:
+    def _merge(self, spark, df, spec: TableSpec) -> None:
         self._check_unique_key(spec, df)
         merged = upserted(self.read(spark, spec.name), df, spec.key, spec.newer_by)
-        if not native:
-            parquet_commit.commit(merged, spec, "overwrite")
-            return
         writer = merged.write.format("delta").mode("overwrite")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
@@ -361,8 +341,8 @@ class Catalog:
     def rows_written(self, name: str, version: int) -> int:
         """Rows commit ``version`` of ``name`` wrote, from the log (no scan).
 
-        Delta writers report it in ``operationMetrics``; parquet_commit's
-        delta-rs commits carry it at the top level of the commit.
+        Delta writers report it in ``operationMetrics``; delta-rs commits
+        (the publish of a staged copy) carry it at the top level of the commit.
         """
         from deltalake import DeltaTable
 
