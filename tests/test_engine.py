@@ -145,3 +145,4 @@ def test_classic_jvm_spark_without_the_delta_jars_says_which_folder_and_command(
         engine.EngineError, match=rf"classic JVM Spark needs Delta Lake's jars: no delta-spark jar in {tmp_path}.*make jars"
     ):
         engine._start_classic()
+    assert os.environ.get("SPARK_CONNECT_MODE_ENABLED") == "1"  # this process's Connect session still builds its columns

@@ -236,14 +236,14 @@ def _start_classic():
 
     from portrait.core import servers
 
+    try:  # before the environment is touched: a refusal leaves this process as it was
+        jars = servers.delta_jars()
+    except FileNotFoundError as exc:
+        raise EngineError(f"classic JVM Spark needs Delta Lake's jars: {exc}") from None
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python UDF workers: this environment, not PATH's python3
     # A Spark Connect session sets this and child processes inherit it; pyspark would then refuse a classic session.
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
     master = os.environ.get("PORTRAIT_SPARK_MASTER", "local[2]")
-    try:
-        jars = servers.delta_jars()
-    except FileNotFoundError as exc:
-        raise EngineError(f"classic JVM Spark needs Delta Lake's jars: {exc}") from None
     builder = SparkSession.builder.master(master).appName("portrait").config("spark.driver.memory", os.environ.get(DRIVER_MEMORY_ENV, "8g"))
     settings = {
         **CLASSIC_CONF,
