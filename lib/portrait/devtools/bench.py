@@ -19,8 +19,9 @@ PORTRAIT_REMOTE say); ``--engine spark`` runs the measured day on JVM Spark
 in this process, ``--remote sc://...`` on a Spark Connect server (a JVM
 Connect cluster with Delta, a Sail server), over the same lake, so runs side
 by side compare the engines on the same work. With a remote engine the
-memory meter sees this client alone: the driver's own footprint. Rows out are the rows each stage produced (its staged copy), whatever
-its publish mode rewrites.
+memory meter sees this client alone: the driver's own footprint. Rows out
+are the rows each stage produced (its staged copy), whatever its publish
+mode rewrites.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def bench(
     figures = []
     with MemoryMeter() as meter:
         started = time.perf_counter()
+        engine_name, remote = engine.resolve_engine(engine_name, remote)  # the endpoint as get_spark finds it (flag, else env)
         spark = engine.get_spark(engine_name, remote)
         engine_seconds = time.perf_counter() - started
         catalog = Catalog(lake_path, conf)
@@ -191,7 +193,7 @@ def bench(
         "days": days,
         "date": str(end),
         "engine": engine.current_engine(),
-        "remote": remote or os.environ.get(engine.REMOTE_ENV) if engine.current_engine() == "remote" else None,
+        "remote": remote if engine.current_engine() == "remote" else None,
         "machine": {
             "cpus": _cpus(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
