@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from portrait.core import engine
+from portrait.core import engine, servers
 
 PY = sys.executable
 
@@ -130,10 +130,18 @@ def test_engine_choice_errors(kwargs, message, monkeypatch):
 
 @pytest.mark.parametrize(
     "master, partitions",
-    [("local", "4"), ("local[2]", "8"), ("local[4,3]", "16"), ("spark://host:7077", None), ("yarn", None)],
+    [
+        ("local", "4"),
+        ("local[2]", "8"),
+        ("local[4,3]", "16"),
+        ("local-cluster[2,1,2048]", "8"),
+        ("local-cluster[3, 2, 1024]", "24"),
+        ("spark://host:7077", None),
+        ("yarn", None),
+    ],
 )
 def test_jvm_spark_gets_four_shuffle_partitions_per_local_core(master, partitions):
-    assert engine._local_shuffle_partitions(master).get("spark.sql.shuffle.partitions") == partitions
+    assert servers.local_shuffle_partitions(master).get("spark.sql.shuffle.partitions") == partitions
 
 
 def test_classic_jvm_spark_without_the_delta_jars_says_which_folder_and_command(tmp_path, monkeypatch):

@@ -84,6 +84,12 @@ class Conf:
             raise ConfError(f"{path} must hold a mapping at the top level")
         return data
 
+    def parsed(self, name: str) -> dict:
+        """``conf/{name}.yaml`` (or the folder ``conf/{name}/``), from this Conf's cache where it keeps one."""
+        if isinstance(getattr(type(self), name, None), _Declaration):
+            return getattr(self, name)
+        return self.load(name) if (self.dir / f"{name}.yaml").is_file() else self.load_dir(name)
+
     def load_dir(self, name: str) -> dict:
         """Merge ``conf/{name}/*.yaml``: one file per layer, each entry declared once."""
         folder = self.dir / name

@@ -420,9 +420,7 @@ def staging_catalog(ctx: RunContext, run: int | None = None) -> StagedCatalog:
     """
     if run is None:
         run = load_manifest(ctx, ctx.stage)["run"]
-    staged = StagedCatalog(ctx.lake, ctx.conf, stage=ctx.stage, dt=str(ctx.dt), run=run)
-    staged.__dict__["tags"] = ctx.catalog.tags  # one parse of conf/tags.yaml per run
-    return staged
+    return StagedCatalog(ctx.lake, ctx.conf, stage=ctx.stage, dt=str(ctx.dt), run=run)
 
 
 def _save_manifest(ctx: RunContext, manifest: dict) -> None:

@@ -106,6 +106,13 @@ class Catalog:
             self.declarations = self.conf.tables
 
     def spec(self, name: str) -> TableSpec:
+        """The declared table ``name``, derived once per catalog (a run asks for specs thousands of times)."""
+        specs = self.__dict__.setdefault("_specs", {})
+        if name not in specs:
+            specs[name] = self._derive_spec(name)
+        return specs[name]
+
+    def _derive_spec(self, name: str) -> TableSpec:
         try:
             decl = self.declarations[name]
         except KeyError:
@@ -481,13 +488,7 @@ class StagedCatalog(Catalog):
         """Where an upsert's merged rows are written at publish."""
         from dataclasses import replace
 
-        return self.sharing_tags(replace(self, suffix="-merged"))
-
-    def sharing_tags(self, other: Catalog) -> Catalog:
-        """``other`` with this catalog's tag dictionary, if loaded (parsing conf/tags.yaml again costs ~1 s)."""
-        if "tags" in self.__dict__:
-            other.__dict__["tags"] = self.__dict__["tags"]
-        return other
+        return replace(self, suffix="-merged")
 
     def write_copy(self, spark, df, name: str, base: int | None = None) -> int:
         """Write ``df`` as this copy of ``name`` (replacing any earlier one); ``base``: the published version merged into."""
@@ -502,11 +503,17 @@ class StagedCatalog(Catalog):
         return int(storage.read_text(path)) if storage.is_file(path) else None
 
     def _check_stored_columns(self, spec: TableSpec) -> list[str]:
-        """The published table's stored order (a staged copy is written in it, so its files read back as the table's)."""
-        published = self.sharing_tags(Catalog(self.lake, self.conf, self.declarations)).spec(spec.name)
-        if storage.is_dir(storage.join(published.path, "_delta_log")):
-            return Catalog._check_stored_columns(self, published)
-        return list(spec.columns)
+        """The published table's stored order (a staged copy is written in it, so its files read back as the table's).
+
+        Read once per copy: the stage holds its lock, so the published schema
+        cannot change under it (each check opens the table's log: ~7 ms).
+        """
+        stored = self.__dict__.setdefault("_stored_columns", {})
+        if spec.name not in stored:
+            published = Catalog.spec(self, spec.name)  # the published table's spec, from this catalog's own cache
+            exists = storage.is_dir(storage.join(published.path, "_delta_log"))
+            stored[spec.name] = Catalog._check_stored_columns(self, published) if exists else list(spec.columns)
+        return stored[spec.name]
 
     def write(self, spark, df, name: str, mode: str, partition_value=None) -> int:
         spec = self.spec(name)

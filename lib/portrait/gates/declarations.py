@@ -23,7 +23,6 @@ import json
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import cached_property
 from typing import Any
 
 from portrait.core.config import Conf, ConfError
@@ -69,13 +68,7 @@ def resolve_reference(conf: Conf, path: str) -> Any:
     """
     head, _, rest = str(path).strip().partition(".")
     if (conf.dir / f"{head}.yaml").is_file() or (conf.dir / head).is_dir():
-        cached = getattr(type(conf), head, None)
-        if isinstance(cached, cached_property):
-            value = getattr(conf, head)
-        elif (conf.dir / f"{head}.yaml").is_file():
-            value = conf.load(head)
-        else:
-            value = conf.load_dir(head)
+        value = conf.parsed(head)
     else:
         raise ConfError(f"conf reference {path!r}: there is no {conf.dir / head}.yaml")
     parts = rest.split(".") if rest else []

@@ -37,7 +37,10 @@ class TagDictionary:
 
     @classmethod
     def load(cls, conf: Conf) -> TagDictionary:
-        return cls(conf.load("tags"), conf.landing.get("categories"))
+        """The dictionary of ``conf/tags.yaml``, parsed and checked once per Conf (every catalog of a run asks for it)."""
+        if "_tag_dictionary" not in conf.__dict__:
+            conf.__dict__["_tag_dictionary"] = cls(conf.load("tags"), conf.landing.get("categories"))
+        return conf.__dict__["_tag_dictionary"]
 
     def problems(self) -> list[str]:
         """What is wrong with the declarations (empty when sound)."""
