@@ -57,6 +57,8 @@ def portrait(lake: Path, *args: str, remote: str | None = None, env: dict | None
     cmd = [sys.executable, "-m", "portrait.cli", *args, "--lake", str(lake)] + (["--remote", remote] if remote else [])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT, env={**os.environ, **(env or {})})
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    refused = [line for line in done.stderr.splitlines() if "Failed to set" in line]  # a session setting the server refused
+    assert not refused, refused
 
 
 def daily_run(history: Path, lake: Path, remote: str | None = None, env: dict | None = None) -> Path:

@@ -24,6 +24,7 @@ def test_embedded_sail_answers_queries(spark):
     assert engine.current_engine() == "sail"
     assert spark.range(10).selectExpr("sum(id) AS total").first().total == 45
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false", "a stack walk per DataFrame call"
 
 
 def test_process_exits_promptly_without_an_explicit_stop():

@@ -35,11 +35,7 @@ ENGINE_ENV = "PORTRAIT_ENGINE"
 
 #: Session settings every engine gets: timestamps are handled in UTC and
 #: converted to the business time zone explicitly (see conf/pipeline.yaml).
-#: pyspark's DataFrame debugging walks the Python stack and tries to import
-#: IPython on every DataFrame call, to name the call site in an error: about 8%
-#: of a small daily run's time (3 s of 36 s at 200 users). Our errors name the
-#: table and stage themselves.
-SESSION_CONF = {"spark.sql.session.timeZone": "UTC", "spark.python.sql.dataFrameDebugging.enabled": "false"}
+SESSION_CONF = {"spark.sql.session.timeZone": "UTC"}
 
 
 class EngineError(RuntimeError):
@@ -144,9 +140,37 @@ def _connect(url: str):
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     try:
-        return builder.getOrCreate()
+        spark = builder.getOrCreate()
     except Exception as exc:  # grpc errors carry pages of detail; keep the cause
         raise EngineError(f"cannot reach Spark Connect endpoint {url}: {exc}") from exc
+    _turn_off_dataframe_debugging(spark, url)
+    return spark
+
+
+def _turn_off_dataframe_debugging(spark, url: str) -> None:
+    """Turn pyspark's DataFrame debugging off on this session where the server lets a session change it.
+
+    Sail takes it per session; a JVM Connect server fixes it when it starts (a
+    static setting: :func:`portrait.core.servers.start_jvm_connect` starts its
+    servers with it off). On a server started with it on the run still works,
+    only slower: say how to start it.
+    """
+    from portrait.core import servers
+
+    key, value = next(iter(servers.DATAFRAME_DEBUGGING_OFF.items()))
+    if str(spark.conf.get(key, "true")).lower() == value:
+        return
+    with warnings.catch_warnings(record=True) as refused:
+        warnings.simplefilter("always")
+        spark.conf.set(key, value)
+    if refused:
+        log.info(
+            "Spark Connect server %s keeps %s on (a static setting); start it with --conf %s=%s to save a stack walk per call",
+            url,
+            key,
+            key,
+            value,
+        )
 
 
 SHIP_ENV = "PORTRAIT_SHIP_PACKAGE"
@@ -253,6 +277,7 @@ def _start_classic():
         **servers.jvm_s3_settings(),
         **servers.local_shuffle_partitions(master),
         **SESSION_CONF,
+        **servers.DATAFRAME_DEBUGGING_OFF,
         **servers.DELTA_CONF,
         **servers.delta_tuning(master),
         "spark.jars": ",".join(jars),
